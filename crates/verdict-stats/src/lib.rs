@@ -1,0 +1,1 @@
+//! Pure statistics on summary numbers for verdict experiments.

@@ -1,0 +1,1 @@
+//! verdict's embedded, durable, segmented append-only event log.

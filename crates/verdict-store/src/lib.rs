@@ -1,0 +1,1 @@
+//! The EventStore trait, its in-memory implementation and the shared conformance suite.

@@ -1,0 +1,27 @@
+//! Subcommands of the `verdict` CLI, one module each (as mini-redis `src/cmd`).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod assign;
+
+/// A/B testing for ML models, built on CQRS and event sourcing.
+#[derive(Debug, Parser)]
+#[command(name = "verdict", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Assign users to variants: NDJSON in on stdin, NDJSON out on stdout.
+    Assign(assign::Args),
+}
+
+/// Runs the parsed command line; `Ok` carries the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Assign(args) => assign::run(args),
+    }
+}

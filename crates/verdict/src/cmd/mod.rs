@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod analyze;
 mod assign;
 
 /// A/B testing for ML models, built on CQRS and event sourcing.
@@ -17,11 +18,14 @@ pub struct Cli {
 enum Command {
     /// Assign users to variants: NDJSON in on stdin, NDJSON out on stdout.
     Assign(assign::Args),
+    /// Analyse an experiment: summary statistics JSON on stdin, results JSON on stdout.
+    Analyze(analyze::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Assign(args) => assign::run(args),
+        Command::Analyze(args) => analyze::run(args),
     }
 }

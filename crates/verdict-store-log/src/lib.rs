@@ -1,1 +1,578 @@
-//! verdict's embedded, durable, segmented append-only event log.
+//! verdict's embedded, durable, segmented append-only event log: the default
+//! [`EventStore`].
+//!
+//! * Segments of CRC32C-framed records in one directory (bytes in `FORMAT.md`).
+//! * One writer thread assigns gap-free positions and commits groups of appends with one
+//!   `write` and one `fdatasync`; an append is acknowledged only after its group's fsync.
+//! * An in-memory index (`index`) rebuilt from the segments on open.
+//! * On open, a torn tail is truncated and damage before the tail is refused with
+//!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
+//!   damage off after a backup.
+//! * A write or fsync error poisons the writer: the group fails, later appends fail fast.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use verdict_store::{EventData, EventStore, ExpectedVersion};
+//! let store = verdict_store_log::LogStore::open("data/events", Default::default())?;
+//! let event = EventData::new(uuid::Uuid::now_v7(), "Started", &b"{}"[..]);
+//! store.append("experiment-1", ExpectedVersion::NoStream, vec![event]).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod format;
+pub mod index;
+pub mod recovery;
+pub mod storage;
+mod writer;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use verdict_store::{
+    validate_append, AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent,
+    StoreError, Subscription,
+};
+
+pub use recovery::{check, CheckReport, RepairOutcome, SegmentInfo, Status};
+pub use storage::{FaultyStorage, StdStorage, Storage};
+
+use index::Index;
+use writer::{Request, Writer};
+
+/// Errors of opening, checking and repairing a log directory.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A damaged record with valid data after it: acknowledged events may be lost, so the
+    /// log refuses to open. `verdict store check` reports, `verdict store repair` truncates.
+    #[error("log is corrupt in segment {} at offset {offset}: {reason} (run `verdict store check` for a report, `verdict store repair` to truncate at the damage after a backup)", segment.display())]
+    Corrupt {
+        /// The damaged segment file.
+        segment: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process (or store) has the directory open.
+    #[error("log directory {} is in use by another process", dir.display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+impl LogError {
+    pub(crate) fn io(context: String, source: std::io::Error) -> Self {
+        Self::Io { context, source }
+    }
+}
+
+/// Tuning of a [`LogStore`].
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// A new segment starts once the active one has this many bytes.
+    pub segment_size: u64,
+    /// Most bytes of events one group commit takes.
+    pub max_group_bytes: usize,
+    /// Most appends one group commit takes.
+    pub max_group_appends: usize,
+    /// Appends queued for the writer before callers wait (backpressure).
+    pub queue_capacity: usize,
+    /// The file layer under the writer; tests inject faults here.
+    pub storage: Arc<dyn Storage>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: 256 << 20,
+            max_group_bytes: 16 << 20,
+            max_group_appends: 8192,
+            queue_capacity: 8192,
+            storage: Arc::new(StdStorage),
+        }
+    }
+}
+
+/// Exclusive lock on a log directory (`flock` on its `LOCK` file), held by the writer;
+/// released when dropped or when the process dies.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock or fails with [`LogError::Locked`].
+    pub fn acquire(dir: &Path) -> Result<Self, LogError> {
+        let path = dir.join("LOCK");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| LogError::Locked {
+                dir: dir.to_owned(),
+            },
+        )?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// State shared by the handle, the writer thread and subscriptions.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    index: RwLock<Index>,
+    /// Read handles, by segment number.
+    files: RwLock<Vec<Arc<File>>>,
+    /// The durable head: readers never look past it.
+    head: AtomicU64,
+    head_rx: watch::Receiver<u64>,
+    /// Set once, by the writer, when an I/O error stopped it.
+    poison: OnceLock<String>,
+}
+
+/// The embedded log store. Cheap to clone (a handle).
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Request>,
+    stopped: watch::Receiver<bool>,
+    dir: PathBuf,
+}
+
+/// Validates every record in `dir`; changes nothing. See [`recovery::check`].
+pub fn check_dir(dir: &Path) -> Result<CheckReport, LogError> {
+    recovery::check(dir)
+}
+
+/// Repairs the log in `dir` (see [`recovery::repair`]), taking the directory lock.
+pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError> {
+    let _lock = DirLock::acquire(dir)?;
+    recovery::repair(dir, backup_stamp)
+}
+
+impl LogStore {
+    /// Opens (creating if needed) the log in `dir`: takes the lock, validates every record,
+    /// truncates a torn tail, refuses corruption, rebuilds the index and starts the writer.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self, LogError> {
+        let dir = dir.as_ref().to_owned();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let mut index = Index::default();
+        let mut versions_ok = |batch: &[(format::Record, u32, u64)]| -> Result<(), String> {
+            for (rec, seg, off) in batch {
+                let current = index
+                    .streams
+                    .get(rec.stream.as_str())
+                    .map_or(0, |v| v.len() as u64);
+                if rec.stream_version != current + 1 {
+                    return Err(format!(
+                        "record {} is version {} of stream {:?}, expected {}",
+                        rec.position,
+                        rec.stream_version,
+                        rec.stream,
+                        current + 1
+                    ));
+                }
+                if index.ids.contains_key(&rec.event_id) {
+                    return Err(format!(
+                        "record {} repeats event id {}",
+                        rec.position, rec.event_id
+                    ));
+                }
+                index.push(&rec.stream, rec.event_id, index::pack(*seg, *off));
+            }
+            Ok(())
+        };
+        let scan = recovery::scan(&dir, &mut versions_ok)?;
+        let mut segments = scan.segments;
+        match &scan.status {
+            Status::Clean => {}
+            Status::TornTail {
+                segment,
+                truncate_at,
+                remove,
+                ..
+            } => {
+                recovery::truncate_torn_tail(&dir, &scan.status)?;
+                if !remove {
+                    let last = segments
+                        .last_mut()
+                        .expect("a torn tail is in a scanned segment");
+                    debug_assert_eq!(&last.path, segment);
+                    last.valid_len = *truncate_at;
+                    last.file_len = *truncate_at;
+                }
+            }
+            Status::Corrupt {
+                segment,
+                offset,
+                reason,
+                ..
+            } => {
+                return Err(LogError::Corrupt {
+                    segment: segment.clone(),
+                    offset: *offset,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let storage = Arc::clone(&options.storage);
+        let mut files = Vec::with_capacity(segments.len() + 1);
+        for s in &segments {
+            files.push(Arc::new(File::open(&s.path).map_err(|e| {
+                LogError::io(format!("opening {}", s.path.display()), e)
+            })?));
+        }
+        let next_position = scan.head + 1;
+        let (active, active_len) = match segments.pop() {
+            Some(last) => {
+                let file = storage
+                    .open_append(&last.path)
+                    .map_err(|e| LogError::io(format!("opening {}", last.path.display()), e))?;
+                (file, last.valid_len)
+            }
+            None => {
+                let (file, read) =
+                    writer::create_segment(&*storage, &dir, next_position).map_err(|e| {
+                        LogError::io(
+                            format!("creating the first segment in {}", dir.display()),
+                            e,
+                        )
+                    })?;
+                files.push(Arc::new(read));
+                (file, format::SEGMENT_HEADER_LEN as u64)
+            }
+        };
+        let active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
+        let (head_tx, head_rx) = watch::channel(scan.head);
+        let (stopped_tx, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            index: RwLock::new(index),
+            files: RwLock::new(files),
+            head: AtomicU64::new(scan.head),
+            head_rx,
+            poison: OnceLock::new(),
+        });
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            options,
+            storage,
+            dir: dir.clone(),
+            active,
+            active_no,
+            active_len,
+            next_position,
+            head_tx,
+            stopped_tx,
+            lock,
+        };
+        std::thread::Builder::new()
+            .name("verdict-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::io("starting the writer thread".into(), e))?;
+        Ok(Self {
+            shared,
+            tx,
+            stopped,
+            dir,
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Why the writer stopped, if an I/O error stopped it.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.shared.poison.get().map(String::as_str)
+    }
+
+    /// Reads up to `max` events from `from_position` on the calling thread (no runtime
+    /// needed); what `read_all` does, for replay tools and benchmarks.
+    pub fn read_all_blocking(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_all(&self.shared, from_position, max)
+    }
+
+    fn unavailable(&self) -> StoreError {
+        match self.shared.poison.get() {
+            Some(reason) => StoreError::Unavailable(writer::poisoned_message(reason)),
+            None => StoreError::Unavailable("the log store is closed".into()),
+        }
+    }
+}
+
+/// How many bytes one `pread` of `read_all` covers at most.
+const READ_CHUNK: u64 = 4 << 20;
+
+fn read_all(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    let head = shared.head.load(Ordering::Acquire);
+    let from = from.max(1);
+    if from > head || max == 0 {
+        return Ok(Vec::new());
+    }
+    let end = head.min(from.saturating_add(max as u64 - 1));
+    let locs = {
+        let idx = shared.index.read().unwrap_or_else(|e| e.into_inner());
+        idx.locs[from as usize - 1..end as usize].to_vec()
+    };
+    read_locs(shared, from, &locs, true)
+}
+
+/// Reads the records at `locs`; if `consecutive`, they are positions `first, first + 1, ..`
+/// and are read in large chunks.
+fn read_locs(
+    shared: &Shared,
+    first: u64,
+    locs: &[u64],
+    consecutive: bool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let files = shared
+        .files
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut out = Vec::with_capacity(locs.len());
+    let mut i = 0;
+    while i < locs.len() {
+        let (seg, start) = index::unpack(locs[i]);
+        let file = files
+            .get(seg as usize)
+            .ok_or_else(|| corrupt(format!("no segment {seg}")))?;
+        // Extend over following records of the same segment, while the chunk stays small;
+        // the next record's offset is this one's end.
+        let mut j = i;
+        if consecutive {
+            while j + 1 < locs.len() {
+                let (s, o) = index::unpack(locs[j + 1]);
+                if s != seg || o - start > READ_CHUNK {
+                    break;
+                }
+                j += 1;
+            }
+        }
+        if j > i {
+            let (_, end) = index::unpack(locs[j]);
+            let chunk = pread(file, start, (end - start) as usize)?;
+            let mut off = 0usize;
+            for k in i..j {
+                let (rec, len) = format::decode_record(&chunk.slice(off..)).map_err(|e| {
+                    corrupt(format!("segment {seg} offset {}: {e}", start + off as u64))
+                })?;
+                out.push(to_recorded(rec, first + k as u64, consecutive)?);
+                off += len;
+            }
+            i = j;
+        } else {
+            out.push(to_recorded(
+                read_one(file, seg, start)?,
+                first + i as u64,
+                consecutive,
+            )?);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreError> {
+    let mut head = pread(file, offset, 4096)?;
+    let len = format::frame_len(&head)
+        .map_err(|e| corrupt(format!("segment {seg} offset {offset}: {e}")))?;
+    if head.len() < len {
+        head = pread(file, offset, len)?;
+    }
+    format::decode_record(&head)
+        .map(|(r, _)| r)
+        .map_err(|e| corrupt(format!("segment {seg} offset {offset}: {e}")))
+}
+
+/// Reads up to `len` bytes at `offset` (fewer at the end of the file).
+fn pread(file: &File, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::Unavailable(format!("reading the log: {e}"))),
+        }
+    }
+    buf.truncate(got);
+    Ok(Bytes::from(buf))
+}
+
+fn to_recorded(rec: format::Record, want: u64, check: bool) -> Result<RecordedEvent, StoreError> {
+    if check && rec.position != want {
+        return Err(corrupt(format!(
+            "expected position {want}, read {}",
+            rec.position
+        )));
+    }
+    Ok(RecordedEvent {
+        position: rec.position,
+        stream: rec.stream,
+        stream_version: rec.stream_version,
+        event_id: rec.event_id,
+        event_type: rec.event_type,
+        schema_version: rec.schema_version,
+        payload: rec.payload,
+        metadata: rec.metadata,
+        recorded_at: rec.recorded_at,
+    })
+}
+
+fn corrupt(msg: String) -> StoreError {
+    StoreError::Corrupt(msg)
+}
+
+#[async_trait::async_trait]
+impl EventStore for LogStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(stream, &events)?;
+        for e in &events {
+            if e.event_type.len() > usize::from(u16::MAX) {
+                return Err(StoreError::InvalidAppend(
+                    "event type longer than 65535 bytes".into(),
+                ));
+            }
+            let body = format::BODY_FIXED_LEN
+                + stream.len()
+                + e.event_type.len()
+                + e.metadata.len()
+                + e.payload.len();
+            if body > format::MAX_BODY_LEN {
+                return Err(StoreError::InvalidAppend(format!(
+                    "event of {body} bytes exceeds the record limit of {} bytes",
+                    format::MAX_BODY_LEN
+                )));
+            }
+        }
+        if let Some(reason) = self.shared.poison.get() {
+            return Err(StoreError::Unavailable(writer::poisoned_message(reason)));
+        }
+        let (reply, answer) = oneshot::channel();
+        let req = Request::Append {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        };
+        self.tx.send(req).await.map_err(|_| self.unavailable())?;
+        answer.await.map_err(|_| self.unavailable())?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let head = self.shared.head.load(Ordering::Acquire);
+        let (first, locs) = {
+            let idx = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+            let Some(positions) = idx.streams.get(stream) else {
+                return Ok(Vec::new());
+            };
+            let visible = positions.partition_point(|&p| p <= head);
+            let start = (from_version.max(1) as usize - 1).min(visible);
+            let end = visible.min(start.saturating_add(max));
+            let locs: Vec<u64> = positions[start..end]
+                .iter()
+                .map(|&p| idx.locs[p as usize - 1])
+                .collect();
+            (start as u64 + 1, locs)
+        };
+        let shared = Arc::clone(&self.shared);
+        let events = tokio::task::spawn_blocking(move || read_locs(&shared, 0, &locs, false))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))??;
+        for (i, e) in events.iter().enumerate() {
+            if e.stream != stream || e.stream_version != first + i as u64 {
+                return Err(corrupt(format!(
+                    "index points to the wrong record for {stream:?}"
+                )));
+            }
+        }
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || read_all(&shared, from_position, max))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let head = self.shared.head.load(Ordering::Acquire);
+        Ok(self
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version_at(stream, head))
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.head.load(Ordering::Acquire))
+    }
+
+    async fn subscribe(&self, from_position: u64) -> Result<Subscription, StoreError> {
+        let shared = Arc::clone(&self.shared);
+        Ok(Subscription::spawn_polling(
+            from_position,
+            self.shared.head_rx.clone(),
+            move |from, max| {
+                let shared = Arc::clone(&shared);
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || read_all(&shared, from, max))
+                        .await
+                        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+                })
+            },
+        ))
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // If the writer already stopped (closed or poisoned) the send fails; either way wait
+        // until it has released its files and the directory lock.
+        let _ = self.tx.send(Request::Close).await;
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
+        Ok(())
+    }
+}

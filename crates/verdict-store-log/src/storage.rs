@@ -1,0 +1,189 @@
+//! The file layer under the writer: a trait, the real implementation, and a fault-injecting
+//! one for tests (failed write, short write, ENOSPC, failed fsync).
+//!
+//! Only the write path goes through it: that is where durability is decided. Reads and
+//! recovery use `std::fs` directly.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Creates and opens the files the writer appends to.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates a new file (failing if it exists) for appending.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>>;
+    /// Makes a directory's entries (a created file) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A file the writer appends to.
+pub trait LogFile: Send {
+    /// Appends some prefix of `buf`, returning how much; may be short, like `write(2)`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// `fdatasync(2)`: makes the written bytes durable.
+    fn sync_data(&mut self) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StdStorage;
+
+struct StdFile(File);
+
+impl LogFile for StdFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl Storage for StdStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(StdFile(
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(path)?,
+        )))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        Ok(Box::new(StdFile(
+            OpenOptions::new().append(true).open(path)?,
+        )))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// `EIO` on Linux.
+pub const EIO: i32 = 5;
+/// `ENOSPC` on Linux.
+pub const ENOSPC: i32 = 28;
+
+/// A fault to inject at a given call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The call fails with this OS error (e.g. [`EIO`], [`ENOSPC`]) and writes nothing.
+    Error(i32),
+    /// A write stores only this many bytes and reports so; the next write fails with ENOSPC
+    /// (a disk filling up mid-batch).
+    Short(usize),
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    writes: u64,
+    syncs: u64,
+    write_fault: Option<(u64, Fault)>,
+    sync_fault: Option<(u64, Fault)>,
+    full: bool,
+}
+
+/// [`StdStorage`] with faults injected at chosen calls, shared by clones (so a test keeps a
+/// handle while the writer owns the other).
+#[derive(Clone, Debug, Default)]
+pub struct FaultyStorage {
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl FaultyStorage {
+    /// A layer that injects nothing until told.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn plan(&self) -> std::sync::MutexGuard<'_, Plan> {
+        self.plan.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `n`-th write from now (1 = the next) gets `fault`.
+    pub fn fail_write(&self, n: u64, fault: Fault) {
+        let mut p = self.plan();
+        p.write_fault = Some((p.writes + n, fault));
+    }
+
+    /// The `n`-th fsync from now (1 = the next) gets `fault` (only `Fault::Error` applies).
+    pub fn fail_sync(&self, n: u64, fault: Fault) {
+        let mut p = self.plan();
+        p.sync_fault = Some((p.syncs + n, fault));
+    }
+
+    /// Writes and fsyncs so far.
+    pub fn calls(&self) -> (u64, u64) {
+        let p = self.plan();
+        (p.writes, p.syncs)
+    }
+}
+
+struct FaultyFile {
+    inner: File,
+    plan: Arc<Mutex<Plan>>,
+}
+
+impl LogFile for FaultyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        p.writes += 1;
+        if p.full {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        match p.write_fault {
+            Some((at, fault)) if at == p.writes => match fault {
+                Fault::Error(code) => Err(io::Error::from_raw_os_error(code)),
+                Fault::Short(n) => {
+                    p.full = true;
+                    let n = n.min(buf.len());
+                    self.inner.write_all(&buf[..n])?;
+                    Ok(n)
+                }
+            },
+            _ => self.inner.write(buf),
+        }
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        p.syncs += 1;
+        match p.sync_fault {
+            Some((at, Fault::Error(code))) if at == p.syncs => {
+                Err(io::Error::from_raw_os_error(code))
+            }
+            _ => self.inner.sync_data(),
+        }
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let inner = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let inner = OpenOptions::new().append(true).open(path)?;
+        Ok(Box::new(FaultyFile {
+            inner,
+            plan: Arc::clone(&self.plan),
+        }))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}

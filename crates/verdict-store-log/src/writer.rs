@@ -134,7 +134,9 @@ impl Writer {
     /// is poisoned (after a failed fsync the kernel may have dropped the dirty pages, so
     /// retrying could acknowledge data that is not on disk).
     fn commit(&mut self, appends: Vec<Append>, buf: &mut Vec<u8>) -> Result<(), String> {
-        let fail = |replies: Vec<Reply>, reason: String| {
+        // Poison before answering, so a caller that saw the error also sees the poison.
+        let fail = |shared: &Shared, replies: Vec<Reply>, reason: String| {
+            let reason = shared.poison.get_or_init(|| reason).clone();
             for (reply, _) in replies {
                 let _ = reply.send(Err(StoreError::Unavailable(poisoned_message(&reason))));
             }
@@ -146,7 +148,11 @@ impl Writer {
                     .into_iter()
                     .map(|(_, _, _, r)| (r, Ok(dummy())))
                     .collect();
-                return Err(fail(replies, format!("creating a new segment: {e}")));
+                return Err(fail(
+                    &self.shared,
+                    replies,
+                    format!("creating a new segment: {e}"),
+                ));
             }
         }
         buf.clear();
@@ -163,12 +169,14 @@ impl Writer {
         if !buf.is_empty() {
             if let Err(e) = write_all(&mut *self.active, buf) {
                 return Err(fail(
+                    &self.shared,
                     replies,
                     format!("write to segment {} failed: {e}", self.active_no),
                 ));
             }
             if let Err(e) = self.active.sync_data() {
                 return Err(fail(
+                    &self.shared,
                     replies,
                     format!("fdatasync of segment {} failed: {e}", self.active_no),
                 ));

@@ -161,23 +161,32 @@ fn is_decimal_literal(s: &str) -> bool {
 
 /// Compares two strings as JavaScript does: by UTF-16 code units.
 pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
+    // UTF-8 byte order is code point order, which agrees with UTF-16 order unless a
+    // string holds an astral character (a 4-byte sequence, lead byte >= 0xF0).
+    let astral = |s: &str| s.bytes().any(|b| b >= 0xF0);
+    if !astral(a) && !astral(b) {
+        return a.cmp(b);
+    }
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
 /// ToPrimitive with hint "number", as the relational operators apply it: arrays and
-/// objects become strings, everything else stays itself.
-fn to_primitive(v: &Value) -> Value {
+/// objects become strings, everything else stays itself (borrowed, not copied).
+fn to_primitive(v: &Value) -> std::borrow::Cow<'_, Value> {
     match v {
-        Value::Array(_) | Value::Object(_) => Value::String(to_string(v)),
-        other => other.clone(),
+        Value::Array(_) | Value::Object(_) => std::borrow::Cow::Owned(Value::String(to_string(v))),
+        other => std::borrow::Cow::Borrowed(other),
     }
 }
 
 /// The Abstract Relational Comparison behind `<`, `<=`, `>`, `>=`: `None` when the
 /// comparison is undefined (a `NaN` operand), which makes every operator false.
 pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    if let (Value::Number(x), Value::Number(y)) = (a, b) {
+        return as_f64(x).partial_cmp(&as_f64(y));
+    }
     let (pa, pb) = (to_primitive(a), to_primitive(b));
-    if let (Value::String(x), Value::String(y)) = (&pa, &pb) {
+    if let (Value::String(x), Value::String(y)) = (pa.as_ref(), pb.as_ref()) {
         return Some(cmp_utf16(x, y));
     }
     to_number(&pa).partial_cmp(&to_number(&pb))

@@ -8,15 +8,38 @@
 
 use crate::js;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 /// Saved groups: named lists of attribute values for `$inGroup` / `$notInGroup`.
 pub type SavedGroups = Map<String, Value>;
 
+/// Something conditions can be evaluated against: a JSON object, or a user context
+/// that adds `user_id` to its attributes without copying them.
+pub trait Attributes {
+    /// The top-level attribute `key` (JavaScript `key in obj` semantics).
+    fn root(&self, key: &str) -> Option<Cow<'_, Value>>;
+}
+
+impl Attributes for Value {
+    fn root(&self, key: &str) -> Option<Cow<'_, Value>> {
+        js::get_property(self, key).map(|p| match p {
+            js::PropertyRef::Borrowed(v) => Cow::Borrowed(v),
+            js::PropertyRef::Length(n) => Cow::Owned(Value::from(n)),
+        })
+    }
+}
+
+impl Attributes for Map<String, Value> {
+    fn root(&self, key: &str) -> Option<Cow<'_, Value>> {
+        self.get(key).map(Cow::Borrowed)
+    }
+}
+
 /// Evaluates `condition` against `attributes` (GrowthBook `evalCondition`).
-pub fn eval_condition(
-    attributes: &Value,
+pub fn eval_condition<A: Attributes + ?Sized>(
+    attributes: &A,
     condition: &Map<String, Value>,
     groups: &SavedGroups,
 ) -> bool {
@@ -37,14 +60,22 @@ pub fn eval_condition(
 
 /// `evalCondition` on a value that should be an object; JavaScript iterates the
 /// entries of whatever it gets, and a non-object has none that matter here.
-fn eval_condition_any(attributes: &Value, condition: &Value, groups: &SavedGroups) -> bool {
+fn eval_condition_any<A: Attributes + ?Sized>(
+    attributes: &A,
+    condition: &Value,
+    groups: &SavedGroups,
+) -> bool {
     match condition {
         Value::Object(map) => eval_condition(attributes, map, groups),
         _ => true,
     }
 }
 
-fn eval_or(attributes: &Value, conditions: &Value, groups: &SavedGroups) -> bool {
+fn eval_or<A: Attributes + ?Sized>(
+    attributes: &A,
+    conditions: &Value,
+    groups: &SavedGroups,
+) -> bool {
     match conditions {
         // `!conditions.length` is true for an empty array and for non-arrays alike.
         Value::Array(items) if !items.is_empty() => items
@@ -54,7 +85,11 @@ fn eval_or(attributes: &Value, conditions: &Value, groups: &SavedGroups) -> bool
     }
 }
 
-fn eval_and(attributes: &Value, conditions: &Value, groups: &SavedGroups) -> bool {
+fn eval_and<A: Attributes + ?Sized>(
+    attributes: &A,
+    conditions: &Value,
+    groups: &SavedGroups,
+) -> bool {
     match conditions {
         Value::Array(items) => items
             .iter()
@@ -64,26 +99,27 @@ fn eval_and(attributes: &Value, conditions: &Value, groups: &SavedGroups) -> boo
 }
 
 /// `getPath`: dot-separated descent; anything missing is `null`.
-pub fn get_path(obj: &Value, path: &str) -> Value {
+pub fn get_path<'a, A: Attributes + ?Sized>(obj: &'a A, path: &str) -> Cow<'a, Value> {
+    const NULL: Value = Value::Null;
     let mut parts = path.split('.');
-    let Some(first) = parts.next() else {
-        return Value::Null;
-    };
-    let mut current = match js::get_property(obj, first) {
-        Some(p) => p,
-        None => return Value::Null,
+    let first = parts.next().unwrap_or("");
+    let Some(mut current) = obj.root(first) else {
+        return Cow::Owned(NULL);
     };
     for part in parts {
-        let js::PropertyRef::Borrowed(v) = current else {
-            // `length` is a number, and numbers have no properties.
-            return Value::Null;
-        };
-        current = match js::get_property(v, part) {
-            Some(p) => p,
-            None => return Value::Null,
+        current = match current {
+            Cow::Borrowed(v) => match js::get_property(v, part) {
+                Some(js::PropertyRef::Borrowed(next)) => Cow::Borrowed(next),
+                Some(js::PropertyRef::Length(n)) => Cow::Owned(Value::from(n)),
+                None => return Cow::Owned(NULL),
+            },
+            Cow::Owned(v) => match js::get_property(&v, part) {
+                Some(p) => Cow::Owned(p.to_value()),
+                None => return Cow::Owned(NULL),
+            },
         };
     }
-    current.to_value()
+    current
 }
 
 /// An object with at least one key, all of them starting with `$`.
@@ -252,9 +288,10 @@ pub fn padded_version(input: &Value) -> String {
 
 /// Compiled regular expressions, keyed by pattern and flags; conditions reuse a handful
 /// of patterns millions of times.
-fn regex_cache() -> &'static Mutex<HashMap<(String, bool), Option<regress::Regex>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, bool), Option<regress::Regex>>>> =
-        OnceLock::new();
+type RegexCache = Mutex<HashMap<(String, bool), Option<regress::Regex>>>;
+
+fn regex_cache() -> &'static RegexCache {
+    static CACHE: OnceLock<RegexCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 

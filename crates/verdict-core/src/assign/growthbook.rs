@@ -181,20 +181,19 @@ fn feature_value_inner(
     key: &str,
     feature: &Value,
     ctx: &UserContext<'_>,
-    stack: &mut Vec<String>,
+    stack: &[String],
 ) -> Option<Value> {
     let rules = feature
         .get("rules")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let attrs = Value::Object(ctx.attributes.clone());
     for rule in rules {
         if let Some(parents) = rule.get("parentConditions") {
             let mut blocked = false;
             for p in parent_conditions_of(parents) {
                 // Each parent sees the current stack, as the SDK copies it per parent.
-                let mut inner = stack.clone();
+                let mut inner = stack.to_vec();
                 let value = feature_value(&p.id, ctx, &mut inner)?;
                 let obj = Value::Object(Map::from_iter([("value".to_owned(), value)]));
                 if !eval_condition(&obj, &p.condition, js::empty_object()) {
@@ -223,7 +222,7 @@ fn feature_value_inner(
         }
         if let Some(force) = rule.get("force") {
             if let Some(cond) = rule.get("condition").and_then(Value::as_object) {
-                if !eval_condition(&attrs, cond, ctx.saved_groups) {
+                if !eval_condition(ctx.attributes, cond, ctx.saved_groups) {
                     continue;
                 }
             }
@@ -290,4 +289,153 @@ fn included_in_rollout(feature_key: &str, rule: &Value, ctx: &UserContext<'_>) -
         (None, Some(c)) => n <= c,
         (None, None) => true,
     }
+}
+
+/// Compiles a verdict experiment definition (`experiment_id`, `variants`, `coverage`,
+/// `hash_attribute`, `hash_version`, `seed`, `namespace`, `condition`; also the seed's
+/// `models` + `traffic_split`) with GrowthBook's run-time leniency: weights that do not
+/// sum to 1 fall back to equal, coverage is clamped, an unknown hash version excludes
+/// everyone. Only structural errors (a wrong type, a missing key) are refused, naming
+/// the field. Strict validation for creating experiments is
+/// [`crate::ExperimentSpec::validate`].
+pub fn compile_lenient_definition(def: &Value) -> Result<CompiledExperiment, crate::DomainError> {
+    let bad = |field: &str, message: &str| crate::DomainError::Invalid {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    };
+    let Value::Object(obj) = def else {
+        return Err(bad("experiment", "must be an object"));
+    };
+    let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let id = match present("experiment_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(bad("experiment.experiment_id", "must be a string")),
+        None => return Err(bad("experiment.experiment_id", "is required")),
+    };
+    let number = |k: &str| -> Result<Option<f64>, crate::DomainError> {
+        match present(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => Ok(Some(js::as_f64(n))),
+            Some(_) => Err(bad(&format!("experiment.{k}"), "must be a number")),
+        }
+    };
+    let string = |k: &str| -> Result<Option<String>, crate::DomainError> {
+        match present(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad(&format!("experiment.{k}"), "must be a string")),
+        }
+    };
+    let (keys, weights) = match (present("variants"), present("models")) {
+        (Some(Value::Array(items)), _) => {
+            let mut keys = Vec::with_capacity(items.len());
+            let mut weights = Vec::with_capacity(items.len());
+            for (i, v) in items.iter().enumerate() {
+                let field = |f: &str| format!("experiment.variants[{i}].{f}");
+                let Value::Object(v) = v else {
+                    return Err(bad(
+                        &format!("experiment.variants[{i}]"),
+                        "must be an object",
+                    ));
+                };
+                match v.get("key") {
+                    Some(Value::String(k)) => keys.push(k.clone()),
+                    Some(_) => return Err(bad(&field("key"), "must be a string")),
+                    None => return Err(bad(&field("key"), "is required")),
+                }
+                match v.get("weight").filter(|w| !w.is_null()) {
+                    None => {}
+                    Some(Value::Number(w)) => weights.push(js::as_f64(w)),
+                    Some(_) => return Err(bad(&field("weight"), "must be a number")),
+                }
+            }
+            let weights = match weights.len() {
+                0 => None,
+                n if n == keys.len() => Some(weights),
+                _ => {
+                    return Err(bad(
+                        "experiment.variants",
+                        "give every variant a weight, or none for equal weights",
+                    ))
+                }
+            };
+            (keys, weights)
+        }
+        (Some(_), _) => return Err(bad("experiment.variants", "must be an array")),
+        (None, Some(Value::Object(models))) => {
+            let keys: Vec<String> = models.keys().cloned().collect();
+            let weights = match present("traffic_split") {
+                None => None,
+                Some(Value::Object(split)) => Some(
+                    keys.iter()
+                        .map(|k| match split.get(k) {
+                            Some(Value::Number(p)) => Ok(js::as_f64(p) / 100.0),
+                            _ => Err(bad(
+                                &format!("experiment.traffic_split.{k}"),
+                                "must be a number (percent)",
+                            )),
+                        })
+                        .collect::<Result<Vec<f64>, _>>()?,
+                ),
+                Some(_) => return Err(bad("experiment.traffic_split", "must be an object")),
+            };
+            (keys, weights)
+        }
+        (None, Some(_)) => return Err(bad("experiment.models", "must be an object")),
+        (None, None) => return Err(bad("experiment.variants", "is required")),
+    };
+    let mut c = CompiledExperiment::new(id.clone(), keys)
+        .with_traffic(number("coverage")?, weights.as_deref());
+    c.seed = string("seed")?.filter(|s| !s.is_empty()).unwrap_or(id);
+    c.hash_attribute = string("hash_attribute")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "user_id".to_owned());
+    c.hash_version = match number("hash_version")? {
+        None => 1,
+        // Any version but 1 and 2 is "unknown" and excludes everyone, as in the SDK.
+        Some(1.0) => 1,
+        Some(2.0) => 2,
+        Some(_) => 0,
+    };
+    c.namespace = match present("namespace") {
+        None => None,
+        Some(Value::Object(ns)) => {
+            let nid = match ns.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return Err(bad("experiment.namespace.id", "must be a string")),
+            };
+            let range = ns
+                .get("range")
+                .and_then(range_of)
+                .ok_or_else(|| bad("experiment.namespace.range", "must be [start, end]"))?;
+            Some(Namespace { id: nid, range })
+        }
+        Some(_) => return Err(bad("experiment.namespace", "must be an object {id, range}")),
+    };
+    c.condition = match present("condition") {
+        None => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(bad("experiment.condition", "must be an object")),
+    };
+    if let Some(forced) = present("forced_variations") {
+        let Value::Object(forced) = forced else {
+            return Err(bad(
+                "experiment.forced_variations",
+                "must be an object {user: variant}",
+            ));
+        };
+        for (user, key) in forced {
+            let i = key
+                .as_str()
+                .and_then(|k| c.variation_keys.iter().position(|v| v == k))
+                .ok_or_else(|| {
+                    bad(
+                        &format!("experiment.forced_variations.{user}"),
+                        "must name a variant key",
+                    )
+                })?;
+            c.forced_users.insert(user.clone(), Value::from(i));
+        }
+    }
+    Ok(c)
 }

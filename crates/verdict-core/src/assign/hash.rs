@@ -12,12 +12,22 @@ pub type Range = (f64, f64);
 
 /// Folds UTF-16 code units into an FNV-1a state.
 #[inline]
-fn fnv_feed(mut h: u32, s: &str) -> u32 {
-    for unit in s.encode_utf16() {
-        h ^= u32::from(unit);
-        h = h.wrapping_mul(FNV_PRIME);
+fn fnv_feed(h: u32, s: &str) -> u32 {
+    let bytes = s.as_bytes();
+    // ASCII bytes are their own UTF-16 code units; skip the transcoding for them.
+    if bytes.is_ascii() {
+        fnv_ascii_from(h, bytes)
+    } else {
+        s.encode_utf16()
+            .fold(h, |h, unit| (h ^ u32::from(unit)).wrapping_mul(FNV_PRIME))
     }
-    h
+}
+
+#[inline]
+fn fnv_ascii_from(h: u32, bytes: &[u8]) -> u32 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ u32::from(b)).wrapping_mul(FNV_PRIME))
 }
 
 /// FNV-1a 32-bit over the UTF-16 code units of `s`.
@@ -28,9 +38,7 @@ pub fn fnv1a32(s: &str) -> u32 {
 /// FNV-1a of an ASCII byte string (the decimal digits of hash version 2).
 #[inline]
 fn fnv_ascii(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(FNV_OFFSET, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(FNV_PRIME)
-    })
+    fnv_ascii_from(FNV_OFFSET, bytes)
 }
 
 /// GrowthBook's `hash(seed, value, version)`: a number in `[0, 1)`, or `None` for an
@@ -72,14 +80,8 @@ pub fn bucket_ranges(
     weights: Option<&[f64]>,
 ) -> Vec<Range> {
     let coverage = coverage.unwrap_or(1.0);
-    // Written as comparisons so that NaN coverage passes through, as in JavaScript.
-    let coverage = if coverage < 0.0 {
-        0.0
-    } else if coverage > 1.0 {
-        1.0
-    } else {
-        coverage
-    };
+    // `clamp` lets NaN through, as JavaScript's comparisons do.
+    let coverage = coverage.clamp(0.0, 1.0);
     let equal = equal_weights(num_variations);
     let mut weights = match weights {
         Some(w) if w.len() == num_variations => w,
@@ -87,6 +89,8 @@ pub fn bucket_ranges(
     };
     // Left fold from 0, the same operation order as `reduce`, for identical rounding.
     let total = weights.iter().fold(0.0, |sum, w| sum + w);
+    // Two comparisons, not a range: a NaN total keeps its weights, as in JavaScript.
+    #[allow(clippy::manual_range_contains)]
     if total < 0.99 || total > 1.01 {
         weights = &equal[..];
     }

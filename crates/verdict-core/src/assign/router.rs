@@ -4,7 +4,7 @@
 //! Compilation does every per-experiment computation once (bucket ranges, seed,
 //! hash attribute), so a decision is a map lookup, one FNV pass and a range scan.
 
-use super::condition::{eval_condition, SavedGroups};
+use super::condition::{eval_condition, Attributes, SavedGroups};
 use super::hash::{bucket_ranges, choose_variation, hash, in_namespace, in_range, Range};
 use crate::js;
 use serde_json::{Map, Value};
@@ -136,14 +136,15 @@ impl<'a> UserContext<'a> {
             other => js::truthy(other).then(|| Cow::Owned(js::to_string(other))),
         }
     }
+}
 
-    /// All attributes as one object, `user_id` included, for conditions.
-    fn attributes_value(&self) -> Value {
-        let mut map = self.attributes.clone();
-        if let Some(id) = self.user_id {
-            map.insert("user_id".to_owned(), Value::String(id.to_owned()));
+/// Conditions see the attributes with `user_id` added, without copying the map.
+impl Attributes for UserContext<'_> {
+    fn root(&self, key: &str) -> Option<Cow<'_, Value>> {
+        match (key, self.user_id) {
+            ("user_id", Some(id)) => Some(Cow::Owned(Value::String(id.to_owned()))),
+            _ => self.attributes.get(key).map(Cow::Borrowed),
         }
-        Value::Object(map)
     }
 }
 
@@ -317,7 +318,7 @@ impl CompiledExperiment {
         }
         // 8. Targeting condition.
         if let Some(cond) = &self.condition {
-            if !eval_condition(&ctx.attributes_value(), cond, ctx.saved_groups) {
+            if !eval_condition(ctx, cond, ctx.saved_groups) {
                 return Decision::out(Reason::ConditionFailed);
             }
         }

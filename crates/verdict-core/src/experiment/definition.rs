@@ -389,7 +389,7 @@ fn variants_from_seed(
                         "must be a number (percent)",
                     )
                 })?;
-            if !(pct > 0.0) {
+            if pct.is_nan() || pct <= 0.0 {
                 return Err(invalid(
                     format!("traffic_split.{}", v.key),
                     format!("must be > 0, got {pct}"),

@@ -72,8 +72,8 @@ pub struct Experiment {
 pub enum Command {
     /// Define it (and start it at once when `start`).
     Create {
-        /// The validated definition.
-        definition: ExperimentDefinition,
+        /// The validated definition (boxed: it dwarfs the other commands).
+        definition: Box<ExperimentDefinition>,
         /// Start immediately.
         start: bool,
     },
@@ -127,7 +127,9 @@ pub fn decide(state: &Experiment, command: Command) -> Result<Vec<Event>, Domain
         return match command {
             Command::Create { definition, start } => {
                 let id = definition.experiment_id.clone();
-                let mut events = vec![Event::ExperimentCreated(ExperimentCreated { definition })];
+                let mut events = vec![Event::ExperimentCreated(ExperimentCreated {
+                    definition: *definition,
+                })];
                 if start {
                     events.push(Event::ExperimentStarted(Lifecycle {
                         experiment_id: id,

@@ -81,7 +81,7 @@ fn stopped(auto: bool) -> Event {
 fn create_emits_created() {
     given(vec![])
         .when(Command::Create {
-            definition: definition(),
+            definition: Box::new(definition()),
             start: false,
         })
         .then_expect_events(vec![created()]);
@@ -91,7 +91,7 @@ fn create_emits_created() {
 fn create_and_start_in_one_command() {
     given(vec![])
         .when(Command::Create {
-            definition: definition(),
+            definition: Box::new(definition()),
             start: true,
         })
         .then_expect_events(vec![created(), started()]);
@@ -101,7 +101,7 @@ fn create_and_start_in_one_command() {
 fn create_twice_is_refused() {
     given(vec![created()])
         .when(Command::Create {
-            definition: definition(),
+            definition: Box::new(definition()),
             start: false,
         })
         .then_expect_error(DomainError::AlreadyExists("exp-001".into()));

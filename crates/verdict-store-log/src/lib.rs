@@ -156,6 +156,14 @@ pub struct LogStore {
     dir: PathBuf,
 }
 
+/// Where the log lives inside verdict's data directory.
+pub const LOG_SUBDIR: &str = "events";
+
+/// The log directory of the data directory `data_dir`.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOG_SUBDIR)
+}
+
 /// Validates every record in `dir`; changes nothing. See [`recovery::check`].
 pub fn check_dir(dir: &Path) -> Result<CheckReport, LogError> {
     recovery::check(dir)

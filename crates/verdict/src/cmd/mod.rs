@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod analyze;
 mod assign;
+mod store;
 
 /// A/B testing for ML models, built on CQRS and event sourcing.
 #[derive(Debug, Parser)]
@@ -20,6 +21,8 @@ enum Command {
     Assign(assign::Args),
     /// Analyse an experiment: summary statistics JSON on stdin, results JSON on stdout.
     Analyze(analyze::Args),
+    /// Check or repair the embedded event log (offline).
+    Store(store::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -27,5 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Assign(args) => assign::run(args),
         Command::Analyze(args) => analyze::run(args),
+        Command::Store(args) => store::run(args),
     }
 }

@@ -2,6 +2,9 @@
 //! condition. The same workloads run in GrowthBook's JavaScript SDK via
 //! `tools/growthbook-js/bench.js`; `scripts/bench-assign` runs both side by side.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;

@@ -130,7 +130,8 @@ mod tests {
     use super::*;
 
     /// Vectors produced by the GrowthBook JavaScript SDK (npm 1.8.0), which hashes
-    /// UTF-16 code units; a UTF-8 implementation gets every one of these wrong.
+    /// UTF-16 code units; a UTF-8 implementation gets them wrong (Thai, CJK, accents),
+    /// and so does one hashing code points (emoji, which are surrogate pairs).
     #[test]
     fn non_ascii_ids_hash_as_the_javascript_sdk() {
         let cases: &[(&str, &str, u32, f64)] = &[
@@ -140,6 +141,29 @@ mod tests {
             ("seed", "😀", 1, 0.429),
             ("seed", "😀", 2, 0.4346),
             ("my-test", "Ünïcödé-user", 2, 0.1083),
+            // Produced with @growthbook/growthbook 1.8.0 (runInlineExperiment's bucket).
+            ("exp-001", "สมชาย", 1, 0.487),
+            ("exp-001", "สมชาย", 2, 0.8537),
+            ("exp-001", "สวัสดีครับ", 1, 0.905),
+            ("exp-001", "สวัสดีครับ", 2, 0.5285),
+            ("ranking", "ผู้ใช้-42", 1, 0.818),
+            ("ranking", "ผู้ใช้-42", 2, 0.3523),
+            ("exp-001", "👩‍💻", 1, 0.387),
+            ("exp-001", "👩‍💻", 2, 0.9324),
+            ("exp-001", "user-🎉-7", 1, 0.883),
+            ("exp-001", "user-🎉-7", 2, 0.357),
+            ("exp-001", "José", 1, 0.355),
+            ("exp-001", "José", 2, 0.3448),
+            ("exp-001", "Zoë", 1, 0.488),
+            ("exp-001", "Zoë", 2, 0.2878),
+            ("exp-001", "François", 1, 0.709),
+            ("exp-001", "François", 2, 0.4637),
+            ("exp-001", "你好", 1, 0.975),
+            ("exp-001", "你好", 2, 0.9046),
+            ("exp-001", "사용자", 1, 0.683),
+            ("exp-001", "사용자", 2, 0.6577),
+            ("😀", "user-1", 1, 0.889),
+            ("😀", "user-1", 2, 0.847),
         ];
         for &(seed, value, version, expected) in cases {
             assert_eq!(

@@ -1,0 +1,91 @@
+//! Model backends for verdict: what stands behind each variant.
+//!
+//! - [`Model`]: one trait every backend implements (in-process or proxied); it takes the
+//!   request's JSON input and returns JSON output, or a classified [`ModelError`].
+//! - [`Registry`]: resolves a variant's `model` (a registered name such as `rec-v1`, or a
+//!   URI such as `builtin:rec-v2`) to a [`Model`], and refuses unknown names up front so
+//!   experiment creation can name the bad variant.
+//! - [`builtin`]: deterministic models that need nothing installed, used until a real
+//!   model is configured and by tests.
+//!
+//! Latency is measured by the caller around [`Model::predict`], so every backend is
+//! measured the same way.
+
+pub mod builtin;
+pub mod registry;
+
+pub use registry::{Registry, RegistryError};
+
+use serde_json::Value;
+
+/// A model's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The output served to the caller.
+    pub output: Value,
+    /// The version the backend reports (file hash, server version, ...).
+    pub model_version: String,
+}
+
+/// Why a model did not answer. `kind()` is what `PredictionFailed.error_kind` records.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// The model did not answer in time.
+    #[error("timed out after {0} ms")]
+    Timeout(u64),
+    /// The upstream could not be reached.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The upstream refused the request (4xx); the body is kept, truncated.
+    #[error("upstream answered {status}: {body}")]
+    Upstream4xx {
+        /// HTTP status.
+        status: u16,
+        /// Response body, truncated.
+        body: String,
+    },
+    /// The upstream failed (5xx); the body is kept, truncated.
+    #[error("upstream failed with {status}: {body}")]
+    Upstream5xx {
+        /// HTTP status.
+        status: u16,
+        /// Response body, truncated.
+        body: String,
+    },
+    /// The model answered something that is not a valid output.
+    #[error("invalid output: {0}")]
+    InvalidOutput(String),
+    /// The input cannot be turned into the model's input.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Too many requests in flight, or the circuit breaker is open.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// The model itself failed.
+    #[error("model error: {0}")]
+    Internal(String),
+}
+
+impl ModelError {
+    /// A stable, machine-readable kind for events and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::Timeout(_) => "timeout",
+            ModelError::Connection(_) => "connection",
+            ModelError::Upstream4xx { .. } => "upstream_4xx",
+            ModelError::Upstream5xx { .. } => "upstream_5xx",
+            ModelError::InvalidOutput(_) => "invalid_output",
+            ModelError::InvalidInput(_) => "invalid_input",
+            ModelError::Overloaded(_) => "overloaded",
+            ModelError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// A model behind a variant.
+#[async_trait::async_trait]
+pub trait Model: Send + Sync + std::fmt::Debug {
+    /// Predicts for one request. `user_id` is passed separately because most
+    /// recommenders key on it; `input` is the request's JSON input.
+    async fn predict(&self, user_id: &str, input: &Value) -> Result<Prediction, ModelError>;
+}

@@ -1,0 +1,22 @@
+//! verdict's application layer: command handlers, projections, read models and queries.
+//!
+//! - [`service`]: the command side (experiments, assignments, predictions, outcomes);
+//!   every acknowledged command is a durable append.
+//! - [`readmodel`]: the read model and how each event changes it.
+//! - [`projector`]: follows the store into the read model, with atomic snapshots.
+//! - [`queries`]: results, metrics, timelines and listings, computed with
+//!   `verdict-stats` from the read model.
+//! - [`codec`]: domain events to and from the store's envelope.
+//!
+//! Nothing here knows HTTP; the server crate maps [`AppError`] to statuses.
+
+pub mod codec;
+pub mod error;
+pub mod projector;
+pub mod queries;
+pub mod readmodel;
+pub mod service;
+
+pub use error::AppError;
+pub use projector::Projections;
+pub use service::CommandService;

@@ -1,0 +1,236 @@
+//! The projector: follows the store and keeps the [`ReadModel`] current.
+//!
+//! Its checkpoint is the read model's own `position`, saved inside the same snapshot file
+//! (written to a temporary file, fsynced, renamed), so state and checkpoint can never
+//! disagree: a restart loads the snapshot and resumes at `position + 1` without double
+//! counting. Queries wait on [`Projections::wait_for`] to read their own writes.
+
+use crate::codec;
+use crate::readmodel::ReadModel;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, RwLock};
+use verdict_store::{EventStore, RecordedEvent, StoreError};
+
+/// Why projections could not be loaded, saved or advanced.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// Reading or writing the snapshot failed.
+    #[error("snapshot {path}: {source}")]
+    Snapshot {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The snapshot exists but cannot be parsed.
+    #[error("snapshot {path} is unreadable ({reason}); delete it or run `verdict replay`")]
+    BadSnapshot {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The shared read model and the position it has reached.
+#[derive(Debug)]
+pub struct Projections {
+    model: RwLock<ReadModel>,
+    position: watch::Sender<u64>,
+    snapshot: Option<PathBuf>,
+}
+
+impl Projections {
+    /// Projections starting from `model` (empty, or loaded from a snapshot).
+    pub fn new(model: ReadModel, snapshot: Option<PathBuf>) -> Arc<Self> {
+        let (position, _) = watch::channel(model.position);
+        Arc::new(Self {
+            model: RwLock::new(model),
+            position,
+            snapshot,
+        })
+    }
+
+    /// Loads the snapshot at `path` if it exists.
+    pub fn load(path: &Path) -> Result<Arc<Self>, ProjectionError> {
+        let model = match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| ProjectionError::BadSnapshot {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReadModel::default(),
+            Err(source) => {
+                return Err(ProjectionError::Snapshot {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Ok(Self::new(model, Some(path.to_owned())))
+    }
+
+    /// Read access to the model.
+    pub async fn read(&self) -> tokio::sync::RwLockReadGuard<'_, ReadModel> {
+        self.model.read().await
+    }
+
+    /// The position the model reflects.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Waits until the model reflects `position`, at most `timeout`; false on timeout.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut rx = self.position.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Applies a page of stored events.
+    pub async fn apply(&self, events: &[RecordedEvent]) {
+        let Some(last) = events.last() else { return };
+        let mut model = self.model.write().await;
+        for e in events {
+            match codec::decode(e) {
+                Ok(event) => model.apply(e.position, e.recorded_at, &event),
+                Err(err) => {
+                    tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
+                    model.skip_undecodable(e.position);
+                }
+            }
+        }
+        drop(model);
+        self.position.send_replace(last.position);
+    }
+
+    /// Saves the model and its checkpoint atomically (temp file, fsync, rename).
+    pub async fn save(&self) -> Result<(), ProjectionError> {
+        let Some(path) = &self.snapshot else {
+            return Ok(());
+        };
+        let bytes = {
+            let model = self.model.read().await;
+            serde_json::to_vec(&*model).map_err(|e| ProjectionError::BadSnapshot {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?
+        };
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &bytes))
+            .await
+            .map_err(|e| ProjectionError::Snapshot {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e),
+            })?
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ProjectionError> {
+    use std::io::Write;
+    let err = |source| ProjectionError::Snapshot {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        // The rename is durable only once the directory entry is.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// How often the projector saves its snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    /// At most this long between saves while events arrive.
+    pub every: Duration,
+    /// Or after this many events.
+    pub events: u64,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every: Duration::from_secs(10),
+            events: 200_000,
+        }
+    }
+}
+
+/// Follows the store from the model's position until `shutdown` flips to true, then
+/// saves a final snapshot. Events are applied in pages of up to 1,024.
+pub async fn run(
+    store: Arc<dyn EventStore>,
+    projections: Arc<Projections>,
+    policy: CheckpointPolicy,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
+    let mut sub = store.subscribe(projections.position() + 1).await?;
+    let mut since_save = 0u64;
+    let mut last_save = Instant::now();
+    let mut page = Vec::with_capacity(1024);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            next = sub.next() => {
+                match next {
+                    Some(Ok(e)) => page.push(e),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => break,
+                }
+                // Take whatever else is already buffered, without waiting.
+                while page.len() < 1024 {
+                    match tokio::time::timeout(Duration::ZERO, sub.next()).await {
+                        Ok(Some(Ok(e))) => page.push(e),
+                        Ok(Some(Err(e))) => return Err(e.into()),
+                        _ => break,
+                    }
+                }
+                projections.apply(&page).await;
+                since_save += page.len() as u64;
+                page.clear();
+                if since_save >= policy.events || (since_save > 0 && last_save.elapsed() >= policy.every) {
+                    projections.save().await?;
+                    since_save = 0;
+                    last_save = Instant::now();
+                }
+            }
+        }
+    }
+    projections.save().await
+}
+
+/// Rebuilds a read model from position zero by reading the whole log in pages,
+/// reporting `(position, head)` after each page.
+pub async fn replay(
+    store: &dyn EventStore,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<ReadModel, ProjectionError> {
+    let head = store.head().await?;
+    let projections = Projections::new(ReadModel::default(), None);
+    let mut from = 1;
+    while from <= head {
+        let page = store.read_all(from, 8192).await?;
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        projections.apply(&page).await;
+        progress(last.position.min(head), head);
+    }
+    let model = projections.model.read().await.clone();
+    Ok(model)
+}

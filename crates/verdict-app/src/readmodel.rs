@@ -1,0 +1,463 @@
+//! The read model: everything queries need, folded from events.
+//!
+//! Per experiment and variant: exact distinct users, per-user conversion and revenue
+//! aggregated over users (sums and sums of squares of per-user totals, not of events),
+//! predictions, errors, latency histograms (HDR), and hourly buckets. [`ReadModel::apply`]
+//! is idempotent by position (an event at or below the model's position is ignored), so
+//! a snapshot plus a replay from its position never double counts.
+
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer as HdrDeserializer, Serializer as _, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::{BTreeMap, HashMap};
+use uuid::Uuid;
+use verdict_core::experiment::{evolve, Experiment};
+use verdict_core::Event;
+
+/// Microseconds per hour.
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// A latency histogram in microseconds (HDR, 1 us to 10 min), serialized compactly.
+#[derive(Debug, Clone)]
+pub struct Latency(pub Histogram<u64>);
+
+impl Latency {
+    /// An empty histogram with `sigfig` significant digits.
+    pub fn new(sigfig: u8) -> Self {
+        Self(
+            Histogram::new_with_bounds(1, 600_000_000, sigfig)
+                .unwrap_or_else(|_| Histogram::new(2).expect("valid")),
+        )
+    }
+
+    /// Records a latency in milliseconds.
+    pub fn record_ms(&mut self, ms: f64) {
+        let micros = (ms * 1000.0).round().clamp(1.0, 600_000_000.0) as u64;
+        self.0.saturating_record(micros);
+    }
+
+    /// The value at `q` (0..=1) in milliseconds; `None` when empty.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    /// Mean in milliseconds; `None` when empty.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.mean() / 1000.0)
+    }
+
+    /// Number of recorded values.
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self::new(3)
+    }
+}
+
+impl Serialize for Latency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.0, &mut buf)
+            .map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(buf))
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)?;
+        let h = HdrDeserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(serde::de::Error::custom)?;
+        Ok(Latency(h))
+    }
+}
+
+/// One user's state in one experiment.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserState {
+    /// Index of the assigned variant.
+    pub variant: u32,
+    /// Converted at least once.
+    pub converted: bool,
+    /// Total revenue.
+    pub revenue: f64,
+}
+
+/// Running totals for one variant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VariantStats {
+    /// Distinct assigned users.
+    pub users: u64,
+    /// Successful predictions.
+    pub predictions: u64,
+    /// Failed predictions.
+    pub errors: u64,
+    /// Interactions.
+    pub interactions: u64,
+    /// Users with at least one conversion.
+    pub converted_users: u64,
+    /// Conversion events.
+    pub conversion_events: u64,
+    /// Sum over users of their revenue.
+    pub revenue_sum: f64,
+    /// Sum over users of their revenue squared.
+    pub revenue_sum_squares: f64,
+    /// Prediction latency (successful predictions).
+    pub latency: Latency,
+    /// Shadow predictions (recorded, never served).
+    pub shadow_predictions: u64,
+    /// Shadow failures.
+    pub shadow_errors: u64,
+    /// Shadow latency.
+    pub shadow_latency: Latency,
+}
+
+/// One hour of one variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketStats {
+    /// Users first assigned in this hour.
+    pub new_users: u64,
+    /// Predictions.
+    pub predictions: u64,
+    /// Failures.
+    pub errors: u64,
+    /// Users whose first conversion fell in this hour.
+    pub newly_converted: u64,
+    /// Revenue recorded in this hour.
+    pub revenue: f64,
+    /// Latency in this hour (2 significant digits, to keep hours small).
+    pub latency: Latency,
+}
+
+impl Default for BucketStats {
+    fn default() -> Self {
+        Self {
+            new_users: 0,
+            predictions: 0,
+            errors: 0,
+            newly_converted: 0,
+            revenue: 0.0,
+            latency: Latency::new(2),
+        }
+    }
+}
+
+/// An alert as the read side shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertView {
+    /// Alert id.
+    pub alert_id: Uuid,
+    /// Experiment.
+    pub experiment_id: String,
+    /// Monitor.
+    pub monitor: String,
+    /// P1/P2/P3.
+    pub severity: String,
+    /// Summary.
+    pub message: String,
+    /// Evidence at raise time.
+    pub evidence: serde_json::Value,
+    /// Raised at (unix micros).
+    pub raised_at: i64,
+    /// Position of the raise.
+    pub position: u64,
+    /// Resolved at (unix micros), if resolved.
+    pub resolved_at: Option<i64>,
+}
+
+/// Everything known about one experiment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExperimentView {
+    /// The aggregate's state (definition, status, version, stop).
+    pub state: Experiment,
+    /// Created at (unix micros).
+    pub created_at: i64,
+    /// First started at.
+    pub started_at: Option<i64>,
+    /// Stopped at.
+    pub stopped_at: Option<i64>,
+    /// Latest event of any kind.
+    pub last_event_at: i64,
+    /// Per-variant totals, in definition order.
+    pub variants: Vec<VariantStats>,
+    /// Per-user state.
+    pub users: HashMap<String, UserState>,
+    /// Conversions of users never assigned: kept, left out of the analysis.
+    pub unattributed_conversions: u64,
+    /// Interactions of users never assigned.
+    pub unattributed_interactions: u64,
+    /// Hour start (unix micros) -> per-variant bucket.
+    pub hours: BTreeMap<i64, Vec<BucketStats>>,
+    /// Alerts, oldest first.
+    pub alerts: Vec<AlertView>,
+}
+
+impl ExperimentView {
+    fn variant_index(&self, key: &str) -> Option<usize> {
+        self.state
+            .definition
+            .as_ref()?
+            .variants
+            .iter()
+            .position(|v| v.key == key)
+    }
+
+    fn bucket(&mut self, at: i64, variant: usize) -> &mut BucketStats {
+        let n = self.variants.len();
+        let hour = at.div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        let row = self
+            .hours
+            .entry(hour)
+            .or_insert_with(|| vec![BucketStats::default(); n]);
+        if row.len() < n {
+            row.resize(n, BucketStats::default());
+        }
+        &mut row[variant]
+    }
+}
+
+/// All read models, with the position they reflect.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReadModel {
+    /// The last applied global position.
+    pub position: u64,
+    /// Experiments by id.
+    pub experiments: BTreeMap<String, ExperimentView>,
+    /// Events that could not be decoded (skipped, counted).
+    pub undecodable: u64,
+}
+
+impl ReadModel {
+    /// Applies one event at `position`, recorded at `at` (unix micros). Events at or
+    /// below the current position are ignored, which makes replays idempotent.
+    pub fn apply(&mut self, position: u64, at: i64, event: &Event) {
+        if position <= self.position {
+            return;
+        }
+        self.position = position;
+        let id = event.experiment_id().to_owned();
+        if let Event::ExperimentCreated(c) = event {
+            let n = c.definition.variants.len();
+            let view = self.experiments.entry(id.clone()).or_default();
+            view.created_at = at;
+            view.variants = vec![VariantStats::default(); n];
+        }
+        let Some(view) = self.experiments.get_mut(&id) else {
+            // Traffic for an experiment never created: nothing to attribute it to.
+            return;
+        };
+        view.last_event_at = view.last_event_at.max(at);
+        match event {
+            Event::ExperimentCreated(_)
+            | Event::ExperimentPaused(_)
+            | Event::ExperimentResumed(_)
+            | Event::TrafficChanged(_) => {
+                view.state = evolve(std::mem::take(&mut view.state), event);
+            }
+            Event::ExperimentStarted(_) => {
+                view.state = evolve(std::mem::take(&mut view.state), event);
+                view.started_at.get_or_insert(at);
+            }
+            Event::ExperimentStopped(_) => {
+                view.state = evolve(std::mem::take(&mut view.state), event);
+                view.stopped_at = Some(at);
+            }
+            Event::UserAssigned(e) => {
+                let Some(i) = view.variant_index(&e.variant) else {
+                    return;
+                };
+                if view.users.contains_key(&e.user_id) {
+                    return; // a second exposure record of the same user counts once
+                }
+                view.users.insert(
+                    e.user_id.clone(),
+                    UserState {
+                        variant: i as u32,
+                        converted: false,
+                        revenue: 0.0,
+                    },
+                );
+                view.variants[i].users += 1;
+                view.bucket(at, i).new_users += 1;
+            }
+            Event::PredictionMade(e) => {
+                let Some(i) = view.variant_index(&e.variant) else {
+                    return;
+                };
+                if e.shadow {
+                    let v = &mut view.variants[i];
+                    v.shadow_predictions += 1;
+                    v.shadow_latency.record_ms(e.latency_ms);
+                    return;
+                }
+                view.variants[i].predictions += 1;
+                view.variants[i].latency.record_ms(e.latency_ms);
+                let b = view.bucket(at, i);
+                b.predictions += 1;
+                b.latency.record_ms(e.latency_ms);
+            }
+            Event::PredictionFailed(e) => {
+                let Some(i) = view.variant_index(&e.variant) else {
+                    return;
+                };
+                if e.shadow {
+                    view.variants[i].shadow_errors += 1;
+                    return;
+                }
+                view.variants[i].errors += 1;
+                view.bucket(at, i).errors += 1;
+            }
+            Event::UserInteracted(e) => match view.users.get(&e.user_id) {
+                Some(u) => {
+                    let i = u.variant as usize;
+                    view.variants[i].interactions += 1;
+                }
+                None => view.unattributed_interactions += 1,
+            },
+            Event::ConversionRecorded(e) => {
+                // The projection's own assignment is the truth, whatever the client said.
+                let Some(user) = view.users.get_mut(&e.user_id) else {
+                    view.unattributed_conversions += 1;
+                    return;
+                };
+                let i = user.variant as usize;
+                let first = !user.converted;
+                user.converted = true;
+                let before = user.revenue;
+                user.revenue += e.amount;
+                let after = user.revenue;
+                let v = &mut view.variants[i];
+                v.conversion_events += 1;
+                v.revenue_sum += e.amount;
+                v.revenue_sum_squares += after * after - before * before;
+                if first {
+                    v.converted_users += 1;
+                }
+                let b = view.bucket(at, i);
+                b.revenue += e.amount;
+                if first {
+                    b.newly_converted += 1;
+                }
+            }
+            Event::AlertRaised(e) => view.alerts.push(AlertView {
+                alert_id: e.alert_id,
+                experiment_id: e.experiment_id.clone(),
+                monitor: e.monitor.clone(),
+                severity: e.severity.clone(),
+                message: e.message.clone(),
+                evidence: e.evidence.clone(),
+                raised_at: at,
+                position,
+                resolved_at: None,
+            }),
+            Event::AlertResolved(e) => {
+                if let Some(a) = view.alerts.iter_mut().find(|a| a.alert_id == e.alert_id) {
+                    a.resolved_at = Some(at);
+                }
+            }
+        }
+    }
+
+    /// Counts an event that could not be decoded, and moves past it.
+    pub fn skip_undecodable(&mut self, position: u64) {
+        if position > self.position {
+            self.position = position;
+            self.undecodable += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use verdict_core::event::*;
+    use verdict_core::ExperimentSpec;
+
+    fn created() -> Event {
+        let definition = ExperimentSpec::from_json(json!({
+            "experiment_id": "exp-001",
+            "models": {"control": "rec-v1", "treatment": "rec-v2"},
+            "traffic_split": {"control": 50, "treatment": 50}
+        }))
+        .unwrap()
+        .validate()
+        .unwrap();
+        Event::ExperimentCreated(ExperimentCreated { definition })
+    }
+
+    fn assigned(user: &str, variant: &str) -> Event {
+        Event::UserAssigned(UserAssigned {
+            experiment_id: "exp-001".into(),
+            user_id: user.into(),
+            variant: variant.into(),
+            model: "m".into(),
+            bucket: None,
+            experiment_version: 2,
+            reason: "hashed".into(),
+        })
+    }
+
+    fn converted(user: &str, amount: f64) -> Event {
+        Event::ConversionRecorded(ConversionRecorded {
+            experiment_id: "exp-001".into(),
+            user_id: user.into(),
+            conversion_type: "purchase".into(),
+            amount,
+            variant: Some("treatment".into()),
+        })
+    }
+
+    #[test]
+    fn conversion_and_revenue_are_per_user_not_per_event() {
+        let mut m = ReadModel::default();
+        let events = [
+            created(),
+            assigned("a", "control"),
+            assigned("b", "control"),
+            assigned("a", "treatment"), // a duplicate exposure record: ignored
+            converted("a", 10.0),
+            converted("a", 20.0),
+            converted("ghost", 99.0),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            m.apply(i as u64 + 1, 0, e);
+        }
+        let v = &m.experiments["exp-001"];
+        let c = &v.variants[0];
+        assert_eq!((c.users, c.converted_users, c.conversion_events), (2, 1, 2));
+        // Per-user revenue: a = 30, b = 0 -> sum 30, sum of squares 900 (not 100 + 400).
+        assert_eq!((c.revenue_sum, c.revenue_sum_squares), (30.0, 900.0));
+        assert_eq!(v.variants[1].users, 0);
+        assert_eq!(v.unattributed_conversions, 1);
+    }
+
+    #[test]
+    fn replaying_an_applied_position_changes_nothing() {
+        let mut m = ReadModel::default();
+        m.apply(1, 0, &created());
+        m.apply(2, 0, &assigned("a", "control"));
+        m.apply(3, 0, &converted("a", 5.0));
+        let before = serde_json::to_string(&m).unwrap();
+        m.apply(3, 0, &converted("a", 5.0));
+        m.apply(2, 0, &assigned("b", "control"));
+        assert_eq!(serde_json::to_string(&m).unwrap(), before);
+        let back: ReadModel = serde_json::from_str(&before).unwrap();
+        let value = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(
+            value(&serde_json::to_string(&back).unwrap()),
+            value(&before),
+            "snapshots round-trip"
+        );
+    }
+}

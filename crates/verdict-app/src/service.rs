@@ -1,0 +1,853 @@
+//! The command side: experiments, assignments, predictions, interactions and
+//! conversions become events, appended durably before anything is acknowledged.
+//!
+//! The command side keeps its own write model (experiment states and who was assigned
+//! what), rebuilt from the log at start and updated only after an append succeeded. It
+//! never writes a read model.
+
+use crate::codec;
+use crate::error::AppError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use uuid::Uuid;
+use verdict_core::assign::{CompiledExperiment, Reason, UserContext};
+use verdict_core::event::{
+    lifecycle_stream, traffic_stream, ConversionRecorded, Metadata, PredictionFailed,
+    PredictionMade, UserAssigned, UserInteracted,
+};
+use verdict_core::experiment::{decide, evolve, Command, Experiment, ExperimentSpec, Status};
+use verdict_core::{DomainError, Event};
+use verdict_serve::{Model, Registry};
+use verdict_store::{EventData, EventStore, ExpectedVersion, StoreError};
+
+/// Where the current time comes from (a parameter, so tests control it).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Unix time in microseconds.
+    fn now_micros(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_micros(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64)
+    }
+}
+
+/// One experiment as the command side knows it.
+#[derive(Debug)]
+struct Live {
+    state: Experiment,
+    router: CompiledExperiment,
+    models: Vec<Arc<dyn Model>>,
+}
+
+impl Live {
+    fn control(&self) -> usize {
+        let def = self
+            .state
+            .definition
+            .as_ref()
+            .expect("live experiments are created");
+        def.variants
+            .iter()
+            .position(|v| v.key == def.control().key)
+            .unwrap_or(0)
+    }
+}
+
+/// A prediction request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// Targeting attributes.
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+    /// Model input.
+    #[serde(default)]
+    pub input: Value,
+}
+
+/// What the caller gets back from a prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictResponse {
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// Variant served.
+    pub variant: String,
+    /// Model served.
+    pub model: String,
+    /// Version the model reported.
+    pub model_version: Option<String>,
+    /// The model's output (absent when it failed).
+    pub output: Option<Value>,
+    /// Prediction id (for joining outcomes to predictions).
+    pub prediction_id: Uuid,
+    /// Model latency measured by the server.
+    pub latency_ms: f64,
+    /// Whether the user is in the experiment (false: the control is served, nothing
+    /// is recorded).
+    pub in_experiment: bool,
+    /// The failure, if the model failed: `{kind, message}`.
+    pub error: Option<Value>,
+    /// Global position of the last event written (or the head, when nothing was).
+    pub position: u64,
+}
+
+/// An assignment request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// Targeting attributes.
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
+/// An assignment.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssignResponse {
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// Variant to serve (the control when not in the experiment).
+    pub variant: String,
+    /// Its model.
+    pub model: String,
+    /// Whether the user is in the experiment.
+    pub in_experiment: bool,
+    /// The hash that chose the variant, when hashing chose it.
+    pub bucket: Option<f64>,
+    /// Global position of the `UserAssigned` written, or the head.
+    pub position: u64,
+}
+
+/// An interaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionRequest {
+    /// Client idempotency key.
+    pub event_id: Option<Uuid>,
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// `click`, `view`, ...
+    pub action: String,
+    /// The item.
+    pub item_id: Option<String>,
+    /// What the client believes the variant is: ignored for attribution.
+    pub variant: Option<String>,
+    /// The seed's name for the model: ignored for attribution.
+    pub model_version: Option<String>,
+}
+
+/// A conversion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionRequest {
+    /// Client idempotency key.
+    pub event_id: Option<Uuid>,
+    /// Experiment.
+    pub experiment_id: String,
+    /// User.
+    pub user_id: String,
+    /// `purchase`, ...
+    #[serde(default = "default_conversion_type")]
+    pub conversion_type: String,
+    /// Revenue.
+    #[serde(default)]
+    pub amount: f64,
+    /// What the client believes the variant is: ignored for attribution.
+    pub variant: Option<String>,
+    /// The seed's name for the model: ignored for attribution.
+    pub model_version: Option<String>,
+}
+
+fn default_conversion_type() -> String {
+    "conversion".to_owned()
+}
+
+/// The result of recording an outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recorded {
+    /// The event id (the client's, or a new one).
+    pub event_id: Uuid,
+    /// Global position.
+    pub position: u64,
+    /// The variant it was attributed to; `None` for a user never assigned.
+    pub variant: Option<String>,
+}
+
+/// The command side.
+pub struct CommandService {
+    store: Arc<dyn EventStore>,
+    registry: Registry,
+    clock: Arc<dyn Clock>,
+    experiments: RwLock<HashMap<String, Arc<Live>>>,
+    /// experiment -> user -> variant index: first exposures are recorded once, and
+    /// outcomes are attributed to what the user was actually served.
+    assignments: Mutex<HashMap<String, HashMap<String, u32>>>,
+}
+
+fn store_error(e: StoreError) -> AppError {
+    match e {
+        StoreError::WrongExpectedVersion { stream, expected, current } => AppError::Conflict(format!(
+            "concurrent modification of {stream}: expected version {expected}, found {current}; reload and retry"
+        )),
+        StoreError::DuplicateEventId { event_id, .. } => AppError::Conflict(format!(
+            "event_id {event_id} is already used by a different event"
+        )),
+        StoreError::InvalidAppend(m) => AppError::Invalid { field: "body".into(), message: m },
+        other => AppError::Unavailable(other.to_string()),
+    }
+}
+
+fn domain_error(e: DomainError) -> AppError {
+    match e {
+        DomainError::Invalid { field, message } => AppError::Invalid { field, message },
+        DomainError::NotFound => AppError::NotFound("experiment not found".into()),
+        e @ (DomainError::AlreadyExists(_) | DomainError::InvalidTransition { .. }) => {
+            AppError::Conflict(e.to_string())
+        }
+    }
+}
+
+impl std::fmt::Debug for CommandService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandService")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandService {
+    /// Builds the command side and rebuilds its write model from the log.
+    pub async fn open(
+        store: Arc<dyn EventStore>,
+        registry: Registry,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AppError> {
+        let service = Self {
+            store,
+            registry,
+            clock,
+            experiments: RwLock::new(HashMap::new()),
+            assignments: Mutex::new(HashMap::new()),
+        };
+        service.rebuild().await?;
+        Ok(service)
+    }
+
+    async fn rebuild(&self) -> Result<(), AppError> {
+        let head = self.store.head().await.map_err(store_error)?;
+        let mut states: HashMap<String, Experiment> = HashMap::new();
+        let mut assignments: HashMap<String, HashMap<String, u32>> = HashMap::new();
+        let mut from = 1;
+        while from <= head {
+            let page = self.store.read_all(from, 8192).await.map_err(store_error)?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            for recorded in &page {
+                // Only lifecycle and exposure events shape the write model; skip decoding the rest.
+                let t = recorded.event_type.as_str();
+                if !(t.starts_with("Experiment") || t == "TrafficChanged" || t == "UserAssigned") {
+                    continue;
+                }
+                let Ok(event) = codec::decode(recorded) else {
+                    continue;
+                };
+                match &event {
+                    Event::UserAssigned(a) => {
+                        let Some(state) = states.get(&a.experiment_id) else {
+                            continue;
+                        };
+                        let Some(def) = &state.definition else {
+                            continue;
+                        };
+                        if let Some(i) = def.variants.iter().position(|v| v.key == a.variant) {
+                            assignments
+                                .entry(a.experiment_id.clone())
+                                .or_default()
+                                .entry(a.user_id.clone())
+                                .or_insert(i as u32);
+                        }
+                    }
+                    e if e.is_lifecycle() => {
+                        let state = states.remove(e.experiment_id()).unwrap_or_default();
+                        states.insert(e.experiment_id().to_owned(), evolve(state, e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut live = HashMap::new();
+        for (id, state) in states {
+            match self.make_live(state) {
+                Ok(l) => {
+                    live.insert(id, Arc::new(l));
+                }
+                Err(e) => {
+                    tracing::error!(experiment = %id, error = %e, "experiment's models cannot be loaded")
+                }
+            }
+        }
+        *self.experiments.write().unwrap_or_else(|e| e.into_inner()) = live;
+        *self.assignments.lock().unwrap_or_else(|e| e.into_inner()) = assignments;
+        Ok(())
+    }
+
+    fn make_live(&self, state: Experiment) -> Result<Live, AppError> {
+        let def = state
+            .definition
+            .as_ref()
+            .ok_or_else(|| AppError::NotFound("experiment not found".into()))?;
+        let models = def
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                self.registry
+                    .resolve(&v.model)
+                    .map_err(|e| AppError::Invalid {
+                        field: format!("variants[{i}].model"),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let router = state.compile().expect("created experiments compile");
+        Ok(Live {
+            state,
+            router,
+            models,
+        })
+    }
+
+    fn live(&self, id: &str) -> Result<Arc<Live>, AppError> {
+        self.experiments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound(format!("experiment `{id}` not found")))
+    }
+
+    /// The current state of every experiment the command side knows.
+    pub fn states(&self) -> Vec<Experiment> {
+        self.experiments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|l| l.state.clone())
+            .collect()
+    }
+
+    fn event_data(&self, event: &Event, event_id: Option<Uuid>) -> EventData {
+        codec::encode(
+            event,
+            event_id.unwrap_or_else(Uuid::now_v7),
+            self.clock.now_micros(),
+            &Metadata::default(),
+        )
+    }
+
+    /// The store's head position.
+    pub async fn head(&self) -> Result<u64, AppError> {
+        self.store.head().await.map_err(store_error)
+    }
+
+    /// Creates an experiment from the seed's or the full shape; `start` starts it too.
+    pub async fn create_experiment(
+        &self,
+        body: Value,
+        start: bool,
+    ) -> Result<(Experiment, u64), AppError> {
+        let definition = ExperimentSpec::from_json(body)
+            .and_then(ExperimentSpec::validate)
+            .map_err(domain_error)?;
+        let id = definition.experiment_id.clone();
+        if self.live(&id).is_ok() {
+            return Err(AppError::Conflict(format!(
+                "experiment `{id}` already exists"
+            )));
+        }
+        let events = decide(
+            &Experiment::default(),
+            Command::Create {
+                definition: Box::new(definition),
+                start,
+            },
+        )
+        .map_err(domain_error)?;
+        let state = events.iter().fold(Experiment::default(), evolve);
+        // Resolve every model before anything is written: an unknown model names its variant.
+        let live = self.make_live(state.clone())?;
+        let data = events.iter().map(|e| self.event_data(e, None)).collect();
+        let result = self
+            .store
+            .append(&lifecycle_stream(&id), ExpectedVersion::NoStream, data)
+            .await
+            .map_err(store_error)?;
+        self.experiments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(live));
+        Ok((state, result.last_position))
+    }
+
+    /// Applies a lifecycle command (start, pause, resume, traffic, stop) with optimistic
+    /// concurrency on the experiment's stream.
+    pub async fn execute(&self, id: &str, command: Command) -> Result<(Experiment, u64), AppError> {
+        let live = self.live(id)?;
+        let events = decide(&live.state, command).map_err(domain_error)?;
+        let data = events.iter().map(|e| self.event_data(e, None)).collect();
+        let expected = ExpectedVersion::Exact(live.state.version);
+        match self
+            .store
+            .append(&lifecycle_stream(id), expected, data)
+            .await
+        {
+            Ok(result) => {
+                let mut map = self.experiments.write().unwrap_or_else(|e| e.into_inner());
+                let current = map.get(id).cloned().unwrap_or(live);
+                let state = events.iter().fold(current.state.clone(), evolve);
+                let router = state.compile().expect("created experiments compile");
+                map.insert(
+                    id.to_owned(),
+                    Arc::new(Live {
+                        state: state.clone(),
+                        router,
+                        models: current.models.clone(),
+                    }),
+                );
+                Ok((state, result.last_position))
+            }
+            Err(e @ StoreError::WrongExpectedVersion { .. }) => {
+                // Someone else wrote: refresh from the log so the next attempt sees it.
+                self.refresh(id).await?;
+                Err(store_error(e))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn refresh(&self, id: &str) -> Result<(), AppError> {
+        let events = self
+            .store
+            .read_stream(&lifecycle_stream(id), 1, usize::MAX)
+            .await
+            .map_err(store_error)?;
+        let mut state = Experiment::default();
+        for r in &events {
+            if let Ok(e) = codec::decode(r) {
+                state = evolve(state, &e);
+            }
+        }
+        let live = self.make_live(state)?;
+        self.experiments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), Arc::new(live));
+        Ok(())
+    }
+
+    /// Decides the user's variant: a user already assigned keeps their variant while the
+    /// experiment runs (sticky across traffic changes); otherwise the router decides.
+    /// Returns (variant index, in experiment, bucket, first exposure).
+    fn route(
+        &self,
+        live: &Live,
+        experiment_id: &str,
+        user_id: &str,
+        attributes: &Map<String, Value>,
+    ) -> (usize, bool, Option<f64>, Option<Reason>) {
+        if live.state.status == Status::Running {
+            if let Some(i) = self.assigned_variant(experiment_id, user_id) {
+                return (i as usize, true, None, None);
+            }
+        }
+        let d = live
+            .router
+            .decide(&UserContext::new(Some(user_id), attributes));
+        match d.variation {
+            Some(i) => (i, true, d.bucket, Some(d.reason)),
+            None => (live.control(), false, None, None),
+        }
+    }
+
+    /// Claims the first exposure of `user_id`; false if someone else already did.
+    fn claim(&self, experiment_id: &str, user_id: &str, variant: usize) -> bool {
+        let mut map = self.assignments.lock().unwrap_or_else(|e| e.into_inner());
+        let users = map.entry(experiment_id.to_owned()).or_default();
+        if users.contains_key(user_id) {
+            return false;
+        }
+        users.insert(user_id.to_owned(), variant as u32);
+        true
+    }
+
+    fn unclaim(&self, experiment_id: &str, user_id: &str) {
+        if let Some(users) = self
+            .assignments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(experiment_id)
+        {
+            users.remove(user_id);
+        }
+    }
+
+    fn assigned_variant(&self, experiment_id: &str, user_id: &str) -> Option<u32> {
+        self.assignments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(experiment_id)
+            .and_then(|m| m.get(user_id))
+            .copied()
+    }
+
+    fn user_assigned(
+        live: &Live,
+        user_id: &str,
+        i: usize,
+        bucket: Option<f64>,
+        reason: Reason,
+    ) -> Event {
+        let def = live.state.definition.as_ref().expect("created");
+        Event::UserAssigned(UserAssigned {
+            experiment_id: def.experiment_id.clone(),
+            user_id: user_id.to_owned(),
+            variant: def.variants[i].key.clone(),
+            model: def.variants[i].model.clone(),
+            bucket,
+            experiment_version: live.state.version,
+            reason: reason_name(reason).to_owned(),
+        })
+    }
+
+    /// Assigns without predicting (for callers that run the model themselves).
+    pub async fn assign(&self, req: AssignRequest) -> Result<AssignResponse, AppError> {
+        let live = self.live(&req.experiment_id)?;
+        if live.state.status == Status::Draft {
+            return Err(AppError::Conflict(format!(
+                "experiment `{}` is a draft: start it first",
+                req.experiment_id
+            )));
+        }
+        let (i, in_experiment, bucket, first) =
+            self.route(&live, &req.experiment_id, &req.user_id, &req.attributes);
+        let def = live.state.definition.as_ref().expect("created");
+        let mut position = None;
+        if let Some(reason) = first {
+            if self.claim(&req.experiment_id, &req.user_id, i) {
+                let event = Self::user_assigned(&live, &req.user_id, i, bucket, reason);
+                let data = vec![self.event_data(&event, None)];
+                match self
+                    .store
+                    .append(
+                        &traffic_stream(&req.experiment_id),
+                        ExpectedVersion::Any,
+                        data,
+                    )
+                    .await
+                {
+                    Ok(r) => position = Some(r.last_position),
+                    Err(e) => {
+                        self.unclaim(&req.experiment_id, &req.user_id);
+                        return Err(store_error(e));
+                    }
+                }
+            }
+        }
+        let position = match position {
+            Some(p) => p,
+            None => self.head().await?,
+        };
+        Ok(AssignResponse {
+            experiment_id: req.experiment_id,
+            user_id: req.user_id,
+            variant: def.variants[i].key.clone(),
+            model: def.variants[i].model.clone(),
+            in_experiment,
+            bucket,
+            position,
+        })
+    }
+
+    /// Assigns, calls the variant's model, and records the exposure and the outcome.
+    pub async fn predict(&self, req: PredictRequest) -> Result<PredictResponse, AppError> {
+        let live = self.live(&req.experiment_id)?;
+        if live.state.status == Status::Draft {
+            return Err(AppError::Conflict(format!(
+                "experiment `{}` is a draft: start it first",
+                req.experiment_id
+            )));
+        }
+        let (i, in_experiment, bucket, first) =
+            self.route(&live, &req.experiment_id, &req.user_id, &req.attributes);
+        let def = live.state.definition.as_ref().expect("created");
+        let variant = &def.variants[i];
+        let prediction_id = Uuid::now_v7();
+        let started = Instant::now();
+        let outcome = live.models[i].predict(&req.user_id, &req.input).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut response = PredictResponse {
+            experiment_id: req.experiment_id.clone(),
+            user_id: req.user_id.clone(),
+            variant: variant.key.clone(),
+            model: variant.model.clone(),
+            model_version: None,
+            output: None,
+            prediction_id,
+            latency_ms,
+            in_experiment,
+            error: None,
+            position: 0,
+        };
+        let outcome_event = match outcome {
+            Ok(p) => {
+                response.model_version = Some(p.model_version.clone());
+                response.output = Some(p.output.clone());
+                Event::PredictionMade(PredictionMade {
+                    experiment_id: req.experiment_id.clone(),
+                    user_id: req.user_id.clone(),
+                    variant: variant.key.clone(),
+                    model: variant.model.clone(),
+                    model_version: p.model_version,
+                    prediction_id,
+                    input: req.input,
+                    output: p.output,
+                    latency_ms,
+                    shadow: false,
+                })
+            }
+            Err(e) => {
+                response.error =
+                    Some(serde_json::json!({"kind": e.kind(), "message": e.to_string()}));
+                Event::PredictionFailed(PredictionFailed {
+                    experiment_id: req.experiment_id.clone(),
+                    user_id: req.user_id.clone(),
+                    variant: variant.key.clone(),
+                    model: variant.model.clone(),
+                    prediction_id,
+                    error_kind: e.kind().to_owned(),
+                    message: truncate(&e.to_string(), 2048),
+                    latency_ms,
+                    shadow: false,
+                })
+            }
+        };
+        if !in_experiment {
+            // Outside the experiment (paused, stopped, not covered): the control answers
+            // and nothing is recorded.
+            response.position = self.head().await?;
+            return Ok(response);
+        }
+        let mut events = Vec::with_capacity(2);
+        let claimed = match first {
+            Some(reason) if self.claim(&req.experiment_id, &req.user_id, i) => {
+                events.push(Self::user_assigned(&live, &req.user_id, i, bucket, reason));
+                true
+            }
+            _ => false,
+        };
+        events.push(outcome_event);
+        let data = events.iter().map(|e| self.event_data(e, None)).collect();
+        match self
+            .store
+            .append(
+                &traffic_stream(&req.experiment_id),
+                ExpectedVersion::Any,
+                data,
+            )
+            .await
+        {
+            Ok(r) => response.position = r.last_position,
+            Err(e) => {
+                if claimed {
+                    self.unclaim(&req.experiment_id, &req.user_id);
+                }
+                return Err(store_error(e));
+            }
+        }
+        Ok(response)
+    }
+
+    fn outcome_variant(&self, live: &Live, user_id: &str) -> Option<String> {
+        let def = live.state.definition.as_ref()?;
+        let i = self.assigned_variant(&def.experiment_id, user_id)?;
+        def.variants.get(i as usize).map(|v| v.key.clone())
+    }
+
+    /// Records an interaction, attributed to the user's assigned variant.
+    pub async fn interaction(&self, req: InteractionRequest) -> Result<Recorded, AppError> {
+        let event = self.interaction_event(&req)?;
+        self.record(event, req.event_id).await
+    }
+
+    /// Records a conversion, attributed to the user's assigned variant.
+    pub async fn conversion(&self, req: ConversionRequest) -> Result<Recorded, AppError> {
+        let event = self.conversion_event(&req)?;
+        self.record(event, req.event_id).await
+    }
+
+    /// Validates an interaction into its event.
+    pub fn interaction_event(&self, req: &InteractionRequest) -> Result<Event, AppError> {
+        let live = self.live(&req.experiment_id)?;
+        if req.action.is_empty() {
+            return Err(AppError::Invalid {
+                field: "action".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        Ok(Event::UserInteracted(UserInteracted {
+            experiment_id: req.experiment_id.clone(),
+            user_id: req.user_id.clone(),
+            action: req.action.clone(),
+            item_id: req.item_id.clone(),
+            variant: self.outcome_variant(&live, &req.user_id),
+        }))
+    }
+
+    /// Validates a conversion into its event.
+    pub fn conversion_event(&self, req: &ConversionRequest) -> Result<Event, AppError> {
+        let live = self.live(&req.experiment_id)?;
+        if !req.amount.is_finite() {
+            return Err(AppError::Invalid {
+                field: "amount".into(),
+                message: "must be a finite number".into(),
+            });
+        }
+        Ok(Event::ConversionRecorded(ConversionRecorded {
+            experiment_id: req.experiment_id.clone(),
+            user_id: req.user_id.clone(),
+            conversion_type: req.conversion_type.clone(),
+            amount: req.amount,
+            variant: self.outcome_variant(&live, &req.user_id),
+        }))
+    }
+
+    async fn record(&self, event: Event, event_id: Option<Uuid>) -> Result<Recorded, AppError> {
+        let data = self.event_data(&event, event_id);
+        let id = data.event_id;
+        let r = self
+            .store
+            .append(&event.stream(), ExpectedVersion::Any, vec![data])
+            .await
+            .map_err(store_error)?;
+        let variant = match &event {
+            Event::ConversionRecorded(c) => c.variant.clone(),
+            Event::UserInteracted(i) => i.variant.clone(),
+            _ => None,
+        };
+        Ok(Recorded {
+            event_id: id,
+            position: r.last_position,
+            variant,
+        })
+    }
+
+    /// Records many outcome events at once: one durable append per experiment. Returns
+    /// one result per event, in order.
+    pub async fn record_many(
+        &self,
+        events: Vec<(Event, Option<Uuid>)>,
+    ) -> Vec<Result<Recorded, AppError>> {
+        let mut results: Vec<Option<Result<Recorded, AppError>>> =
+            (0..events.len()).map(|_| None).collect();
+        let mut groups: HashMap<String, Vec<(usize, EventData, Option<String>)>> = HashMap::new();
+        for (i, (event, id)) in events.iter().enumerate() {
+            let variant = match event {
+                Event::ConversionRecorded(c) => c.variant.clone(),
+                Event::UserInteracted(x) => x.variant.clone(),
+                _ => None,
+            };
+            groups.entry(event.stream()).or_default().push((
+                i,
+                self.event_data(event, *id),
+                variant,
+            ));
+        }
+        for (stream, group) in groups {
+            let data: Vec<EventData> = group.iter().map(|(_, d, _)| d.clone()).collect();
+            match self.store.append(&stream, ExpectedVersion::Any, data).await {
+                Ok(r) => {
+                    for (k, (i, d, variant)) in group.into_iter().enumerate() {
+                        results[i] = Some(Ok(Recorded {
+                            event_id: d.event_id,
+                            position: r.first_position + k as u64,
+                            variant,
+                        }));
+                    }
+                }
+                Err(StoreError::DuplicateEventId { .. }) => {
+                    // Some ids were stored before (a partial retry): go one by one, so
+                    // each retried event is acknowledged and each new one stored.
+                    for (i, d, variant) in group {
+                        let id = d.event_id;
+                        results[i] = Some(
+                            self.store
+                                .append(&stream, ExpectedVersion::Any, vec![d])
+                                .await
+                                .map(|r| Recorded {
+                                    event_id: id,
+                                    position: r.last_position,
+                                    variant,
+                                })
+                                .map_err(store_error),
+                        );
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (i, _, _) in group {
+                        results[i] = Some(Err(AppError::Unavailable(message.clone())));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(AppError::Unavailable("not processed".into()))))
+            .collect()
+    }
+}
+
+fn reason_name(r: Reason) -> &'static str {
+    match r {
+        Reason::Hashed => "hashed",
+        Reason::ForcedUser => "forced_user",
+        Reason::ForcedByContext => "forced_by_context",
+        Reason::QueryString => "query_string",
+        Reason::ForcedByExperiment => "forced_by_experiment",
+        _ => "other",
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -34,16 +34,28 @@ pub fn cuped(c: &CupedSums, t: &CupedSums) -> (f64, Moments, Moments) {
     // The 1/(n−1) factors of covariance and variance cancel in θ.
     let var_x = sxx - sx * sx / n;
     let var_y = syy - sy * sy / n;
-    let theta = if n >= 2.0 && var_x > 0.0 && var_y > 0.0 { (sxy - sx * sy / n) / var_x } else { 0.0 };
+    let theta = if n >= 2.0 && var_x > 0.0 && var_y > 0.0 {
+        (sxy - sx * sy / n) / var_x
+    } else {
+        0.0
+    };
     (theta, adjusted(c, theta), adjusted(t, theta))
 }
 
 fn adjusted(a: &CupedSums, theta: f64) -> Moments {
     let y = Moments::from_sums(a.n, a.sum, a.sum_squares);
     let x = Moments::from_sums(a.n, a.pre_sum, a.pre_sum_squares);
-    let cov = if a.n >= 2.0 { (a.sum_products - a.sum * a.pre_sum / a.n) / (a.n - 1.0) } else { 0.0 };
+    let cov = if a.n >= 2.0 {
+        (a.sum_products - a.sum * a.pre_sum / a.n) / (a.n - 1.0)
+    } else {
+        0.0
+    };
     let variance = (y.variance + theta * theta * x.variance - 2.0 * theta * cov).max(0.0);
-    Moments { n: a.n, mean: y.mean - theta * x.mean, variance }
+    Moments {
+        n: a.n,
+        mean: y.mean - theta * x.mean,
+        variance,
+    }
 }
 
 /// Sums of one arm for a ratio metric ΣM / ΣD, both measured per unit.
@@ -71,10 +83,19 @@ pub fn ratio(a: &RatioSums) -> Option<Moments> {
     }
     let m = Moments::from_sums(a.n, a.m_sum, a.m_sum_squares);
     let d = Moments::from_sums(a.n, a.d_sum, a.d_sum_squares);
-    let cov = if a.n >= 2.0 { (a.sum_products - a.m_sum * a.d_sum / a.n) / (a.n - 1.0) } else { 0.0 };
+    let cov = if a.n >= 2.0 {
+        (a.sum_products - a.m_sum * a.d_sum / a.n) / (a.n - 1.0)
+    } else {
+        0.0
+    };
     let (mm, md) = (m.mean, d.mean);
     let md2 = md * md;
-    let variance =
-        (m.variance / md2 + d.variance * mm * mm / (md2 * md2) - 2.0 * cov * mm / (md2 * md)).max(0.0);
-    Some(Moments { n: a.n, mean: a.m_sum / a.d_sum, variance })
+    let variance = (m.variance / md2 + d.variance * mm * mm / (md2 * md2)
+        - 2.0 * cov * mm / (md2 * md))
+        .max(0.0);
+    Some(Moments {
+        n: a.n,
+        mean: a.m_sum / a.d_sum,
+        variance,
+    })
 }

@@ -28,7 +28,9 @@
 //! the reason under `null_reasons`.
 
 use crate::adjust::{cuped, ratio, CupedSums, RatioSums};
-use crate::compare::{conversion, means, Comparison, ConversionResult, Counts, MeanResult, Moments, Settings};
+use crate::compare::{
+    conversion, means, Comparison, ConversionResult, Counts, MeanResult, Moments, Settings,
+};
 use crate::multiple::{benjamini_hochberg, holm};
 use crate::power::{users_per_variant, PowerUndefined};
 use crate::srm::{chi_square, SrmUndefined, SRM_THRESHOLD};
@@ -110,15 +112,24 @@ pub struct AnalysisInput {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::InvalidInput { field: field.into(), reason: reason.into() }
+    Error::InvalidInput {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 fn get<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<(&'a Value, String)> {
-    names.iter().find_map(|n| obj.get(*n).filter(|v| !v.is_null()).map(|v| (v, (*n).to_string())))
+    names.iter().find_map(|n| {
+        obj.get(*n)
+            .filter(|v| !v.is_null())
+            .map(|v| (v, (*n).to_string()))
+    })
 }
 
 fn number(v: &Value, path: &str) -> Result<f64, Error> {
-    v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| invalid(path, "expected a finite number"))
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| invalid(path, "expected a finite number"))
 }
 
 fn count(v: &Value, path: &str) -> Result<f64, Error> {
@@ -130,11 +141,13 @@ fn count(v: &Value, path: &str) -> Result<f64, Error> {
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Error> {
-    v.as_object().ok_or_else(|| invalid(path, "expected an object"))
+    v.as_object()
+        .ok_or_else(|| invalid(path, "expected an object"))
 }
 
 fn required(obj: &Map<String, Value>, names: &[&str], path: &str) -> Result<(f64, String), Error> {
-    let (v, name) = get(obj, names).ok_or_else(|| invalid(format!("{path}.{}", names[0]), "missing"))?;
+    let (v, name) =
+        get(obj, names).ok_or_else(|| invalid(format!("{path}.{}", names[0]), "missing"))?;
     let field = format!("{path}.{name}");
     Ok((number(v, &field)?, field))
 }
@@ -142,7 +155,10 @@ fn required(obj: &Map<String, Value>, names: &[&str], path: &str) -> Result<(f64
 /// Checks Cauchy–Schwarz, n·Σx² ≥ (Σx)², with a relative tolerance for rounding.
 fn check_squares(n: f64, sum: f64, sum_squares: f64, field: &str) -> Result<(), Error> {
     if sum_squares < 0.0 || n * sum_squares < sum * sum * (1.0 - 1e-9) {
-        return Err(invalid(field, "smaller than sum²/users: impossible for real data"));
+        return Err(invalid(
+            field,
+            "smaller than sum²/users: impossible for real data",
+        ));
     }
     Ok(())
 }
@@ -158,7 +174,10 @@ impl AnalysisInput {
         if !(alpha > 0.0 && alpha < 1.0) {
             return Err(invalid("alpha", "must be between 0 and 1"));
         }
-        let tuning = match get(root, &["sequential_tuning", "sequential_tuning_parameter", "n_star"]) {
+        let tuning = match get(
+            root,
+            &["sequential_tuning", "sequential_tuning_parameter", "n_star"],
+        ) {
             Some((v, name)) => number(v, &name)?,
             None => crate::sequential::DEFAULT_TUNING,
         };
@@ -179,39 +198,54 @@ impl AnalysisInput {
         }
         for (i, v) in variants.iter().enumerate() {
             if variants[..i].iter().any(|w| w.key == v.key) {
-                return Err(invalid(format!("variants[{i}].key"), format!("duplicate key {:?}", v.key)));
+                return Err(invalid(
+                    format!("variants[{i}].key"),
+                    format!("duplicate key {:?}", v.key),
+                ));
             }
         }
         let control = match get(root, &["control"]) {
             Some((v, _)) => {
-                let key = v.as_str().ok_or_else(|| invalid("control", "expected a string"))?;
+                let key = v
+                    .as_str()
+                    .ok_or_else(|| invalid("control", "expected a string"))?;
                 variants
                     .iter()
                     .position(|v| v.key == key)
                     .ok_or_else(|| invalid("control", format!("no variant with key {key:?}")))?
             }
-            None => variants.iter().position(|v| v.key == "control").unwrap_or(0),
+            None => variants
+                .iter()
+                .position(|v| v.key == "control")
+                .unwrap_or(0),
         };
         let weights = match get(root, &["weights"]) {
             Some((v, _)) => parse_weights(v, &variants)?,
             None => vec![1.0; variants.len()],
         };
         let (mut mde, mut power, mut baseline_rate) = (None, 0.8, None);
-        let mut read_power = |obj: &Map<String, Value>, prefix: &str, power_key: bool| -> Result<(), Error> {
-            if let Some((v, name)) = get(obj, &["mde", "relative_mde", "minimum_detectable_effect"]) {
-                mde = Some(number(v, &format!("{prefix}{name}"))?);
-            }
-            if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
-                baseline_rate = Some(number(v, &format!("{prefix}{name}"))?);
-            }
-            let keys: &[&str] = if power_key { &["power", "target_power"] } else { &["target_power"] };
-            if let Some((v, name)) = get(obj, keys) {
-                if v.is_number() {
-                    power = number(v, &format!("{prefix}{name}"))?;
+        let mut read_power =
+            |obj: &Map<String, Value>, prefix: &str, power_key: bool| -> Result<(), Error> {
+                if let Some((v, name)) =
+                    get(obj, &["mde", "relative_mde", "minimum_detectable_effect"])
+                {
+                    mde = Some(number(v, &format!("{prefix}{name}"))?);
                 }
-            }
-            Ok(())
-        };
+                if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
+                    baseline_rate = Some(number(v, &format!("{prefix}{name}"))?);
+                }
+                let keys: &[&str] = if power_key {
+                    &["power", "target_power"]
+                } else {
+                    &["target_power"]
+                };
+                if let Some((v, name)) = get(obj, keys) {
+                    if v.is_number() {
+                        power = number(v, &format!("{prefix}{name}"))?;
+                    }
+                }
+                Ok(())
+            };
         read_power(root, "", true)?;
         if let Some(obj) = root.get("power").and_then(Value::as_object) {
             read_power(obj, "power.", true)?;
@@ -220,7 +254,10 @@ impl AnalysisInput {
             return Err(invalid("power", "must be between 0 and 1"));
         }
         Ok(AnalysisInput {
-            settings: Settings { alpha, sequential_tuning: tuning },
+            settings: Settings {
+                alpha,
+                sequential_tuning: tuning,
+            },
             control,
             weights,
             mde,
@@ -237,7 +274,9 @@ fn parse_weights(v: &Value, variants: &[VariantInput]) -> Result<Vec<f64>, Error
         Value::Object(map) => {
             for var in variants {
                 let field = format!("weights.{}", var.key);
-                let w = map.get(&var.key).ok_or_else(|| invalid(&field, "missing weight for this variant"))?;
+                let w = map
+                    .get(&var.key)
+                    .ok_or_else(|| invalid(&field, "missing weight for this variant"))?;
                 out.push(number(w, &field)?);
             }
         }
@@ -302,13 +341,25 @@ fn parse_variant(v: &Value, path: &str) -> Result<VariantInput, Error> {
             check_squares(users, sum, sum_squares, &f)?;
             let (sum_products, _) = required(
                 r,
-                &["sum_products", "sum_of_products", "post_pre_sum_of_products", "cross_sum"],
+                &[
+                    "sum_products",
+                    "sum_of_products",
+                    "post_pre_sum_of_products",
+                    "cross_sum",
+                ],
                 &p,
             )?;
             if revenue.is_none() {
-                return Err(invalid(format!("{path}.revenue"), "required when pre is given (CUPED adjusts revenue)"));
+                return Err(invalid(
+                    format!("{path}.revenue"),
+                    "required when pre is given (CUPED adjusts revenue)",
+                ));
             }
-            Some(PreSums { sum, sum_squares, sum_products })
+            Some(PreSums {
+                sum,
+                sum_squares,
+                sum_products,
+            })
         }
         None => None,
     };
@@ -318,16 +369,41 @@ fn parse_variant(v: &Value, path: &str) -> Result<VariantInput, Error> {
             let (sum, _) = required(r, &["sum"], &p)?;
             let (sum_squares, f) = required(r, &["sum_squares", "sum_of_squares"], &p)?;
             check_squares(users, sum, sum_squares, &f)?;
-            let (sum_products, _) = required(r, &["sum_products", "sum_of_products", "conversions_sum_products"], &p)?;
-            Some(Predictions::Sums { sum, sum_squares, sum_products })
+            let (sum_products, _) = required(
+                r,
+                &[
+                    "sum_products",
+                    "sum_of_products",
+                    "conversions_sum_products",
+                ],
+                &p,
+            )?;
+            Some(Predictions::Sums {
+                sum,
+                sum_squares,
+                sum_products,
+            })
         }
-        Some((v, _)) => Some(Predictions::Total(number(v, &format!("{path}.predictions"))?)),
+        Some((v, _)) => Some(Predictions::Total(number(
+            v,
+            &format!("{path}.predictions"),
+        )?)),
         None => None,
     };
     if predictions.is_some() && conversions.is_none() {
-        return Err(invalid(format!("{path}.conversions"), "required when predictions are given"));
+        return Err(invalid(
+            format!("{path}.conversions"),
+            "required when predictions are given",
+        ));
     }
-    Ok(VariantInput { key, users, conversions, revenue, pre, predictions })
+    Ok(VariantInput {
+        key,
+        users,
+        conversions,
+        revenue,
+        pre,
+        predictions,
+    })
 }
 
 /// Sample ratio mismatch result.
@@ -438,7 +514,11 @@ pub struct AnalysisOutput {
 }
 
 /// Metrics that enter the multiple-testing family, with their output names.
-const FAMILY: [&str; 3] = ["conversion", "revenue_per_user", "conversions_per_prediction"];
+const FAMILY: [&str; 3] = [
+    "conversion",
+    "revenue_per_user",
+    "conversions_per_prediction",
+];
 
 /// Runs every analysis on a validated request.
 pub fn analyze(input: &AnalysisInput) -> AnalysisOutput {
@@ -470,22 +550,40 @@ pub fn analyze(input: &AnalysisInput) -> AnalysisOutput {
         variants.push(analyze_variant(ctl, v, s));
     }
     adjust_family(&mut variants);
-    let conversion_rate = ctl.conversions.filter(|_| ctl.users >= 1.0).map(|x| x / ctl.users);
+    let conversion_rate = ctl
+        .conversions
+        .filter(|_| ctl.users >= 1.0)
+        .map(|x| x / ctl.users);
     let control = ControlOutput {
         key: ctl.key.clone(),
         users: ctl.users,
         conversion_rate,
-        revenue_per_user: ctl.revenue.filter(|_| ctl.users >= 1.0).map(|r| r.sum / ctl.users),
+        revenue_per_user: ctl
+            .revenue
+            .filter(|_| ctl.users >= 1.0)
+            .map(|r| r.sum / ctl.users),
     };
     let power = power_output(input, conversion_rate);
-    AnalysisOutput { alpha: s.alpha, control, srm, variants, power }
+    AnalysisOutput {
+        alpha: s.alpha,
+        control,
+        srm,
+        variants,
+        power,
+    }
 }
 
 fn analyze_variant(ctl: &VariantInput, v: &VariantInput, s: &Settings) -> VariantOutput {
     let conversion_result = match (ctl.conversions, v.conversions) {
         (Some(xc), Some(xt)) => Some(conversion(
-            Counts { users: ctl.users, conversions: xc },
-            Counts { users: v.users, conversions: xt },
+            Counts {
+                users: ctl.users,
+                conversions: xc,
+            },
+            Counts {
+                users: v.users,
+                conversions: xt,
+            },
             s,
         )),
         _ => None,
@@ -511,8 +609,12 @@ fn analyze_variant(ctl: &VariantInput, v: &VariantInput, s: &Settings) -> Varian
             };
             let (theta, mc, mt) = cuped(&sums(ctl.users, rc, pc), &sums(v.users, rt, pt));
             // GrowthBook divides the adjusted difference by the unadjusted control mean.
-            let base = (ctl.users >= 1.0 && v.users >= 1.0).then(|| (rc.sum / ctl.users, rt.sum / v.users));
-            Some(CupedOutput { theta, result: means(mc, mt, base, s) })
+            let base = (ctl.users >= 1.0 && v.users >= 1.0)
+                .then(|| (rc.sum / ctl.users, rt.sum / v.users));
+            Some(CupedOutput {
+                theta,
+                result: means(mc, mt, base, s),
+            })
         }
         _ => None,
     };
@@ -531,11 +633,21 @@ fn analyze_variant(ctl: &VariantInput, v: &VariantInput, s: &Settings) -> Varian
     }
 }
 
-fn ratio_output(c: &VariantInput, pc: Predictions, t: &VariantInput, pt: Predictions, s: &Settings) -> RatioOutput {
+fn ratio_output(
+    c: &VariantInput,
+    pc: Predictions,
+    t: &VariantInput,
+    pt: Predictions,
+    s: &Settings,
+) -> RatioOutput {
     let sums = |v: &VariantInput, p: Predictions| -> Option<RatioSums> {
         let x = v.conversions?;
         match p {
-            Predictions::Sums { sum, sum_squares, sum_products } => Some(RatioSums {
+            Predictions::Sums {
+                sum,
+                sum_squares,
+                sum_products,
+            } => Some(RatioSums {
                 n: v.users,
                 m_sum: x,
                 // The numerator is a 0/1 indicator per user, so Σm² = Σm.
@@ -558,10 +670,16 @@ fn ratio_output(c: &VariantInput, pc: Predictions, t: &VariantInput, pt: Predict
     let (xc, dc) = total(c, pc);
     let rt = (dt != 0.0).then(|| xt / dt);
     let rc = (dc != 0.0).then(|| xc / dc);
-    match (sums(c, pc).as_ref().and_then(ratio), sums(t, pt).as_ref().and_then(ratio)) {
+    match (
+        sums(c, pc).as_ref().and_then(ratio),
+        sums(t, pt).as_ref().and_then(ratio),
+    ) {
         (Some(mc), Some(mt)) => {
             let r = means(mc, mt, None, s);
-            RatioOutput { ratio: r.mean, comparison: r.comparison }
+            RatioOutput {
+                ratio: r.mean,
+                comparison: r.comparison,
+            }
         }
         _ => {
             let mut cmp = Comparison::default();
@@ -597,7 +715,10 @@ fn ratio_output(c: &VariantInput, pc: Predictions, t: &VariantInput, pt: Predict
                     cmp.null_reasons.insert(f, reason);
                 }
             }
-            RatioOutput { ratio: rt, comparison: cmp }
+            RatioOutput {
+                ratio: rt,
+                comparison: cmp,
+            }
         }
     }
 }
@@ -605,8 +726,14 @@ fn ratio_output(c: &VariantInput, pc: Predictions, t: &VariantInput, pt: Predict
 fn p_of(v: &VariantOutput, metric: &str) -> Option<f64> {
     match metric {
         "conversion" => v.conversion.as_ref().and_then(|c| c.comparison.p_value),
-        "revenue_per_user" => v.revenue_per_user.as_ref().and_then(|c| c.comparison.p_value),
-        _ => v.conversions_per_prediction.as_ref().and_then(|c| c.comparison.p_value),
+        "revenue_per_user" => v
+            .revenue_per_user
+            .as_ref()
+            .and_then(|c| c.comparison.p_value),
+        _ => v
+            .conversions_per_prediction
+            .as_ref()
+            .and_then(|c| c.comparison.p_value),
     }
 }
 
@@ -643,7 +770,8 @@ fn adjust_family(variants: &mut [VariantOutput]) {
     for (k, &(vi, m)) in slots.iter().enumerate() {
         let a = &mut variants[vi].adjusted_p_values;
         a.get_mut("holm").map(|e| e.insert(m, Some(h[k])));
-        a.get_mut("benjamini_hochberg").map(|e| e.insert(m, Some(bh[k])));
+        a.get_mut("benjamini_hochberg")
+            .map(|e| e.insert(m, Some(bh[k])));
     }
 }
 
@@ -662,8 +790,11 @@ fn power_output(input: &AnalysisInput, control_rate: Option<f64>) -> PowerOutput
         null_reason: None,
     };
     let (Some(mde), Some(base)) = (input.mde, baseline) else {
-        out.null_reason =
-            Some(if input.mde.is_none() { "no mde given" } else { "no baseline rate (no control conversions data)" });
+        out.null_reason = Some(if input.mde.is_none() {
+            "no mde given"
+        } else {
+            "no baseline rate (no control conversions data)"
+        });
         return out;
     };
     match users_per_variant(base, mde, alpha, input.power) {
@@ -671,7 +802,11 @@ fn power_output(input: &AnalysisInput, control_rate: Option<f64>) -> PowerOutput
             out.effect_size = Some(s.effect_size);
             out.users_per_variant = Some(s.users_per_variant);
             out.users_per_variant_ceil = Some(s.users_per_variant.ceil());
-            let smallest = input.variants.iter().map(|v| v.users).fold(f64::INFINITY, f64::min);
+            let smallest = input
+                .variants
+                .iter()
+                .map(|v| v.users)
+                .fold(f64::INFINITY, f64::min);
             out.share_reached = Some(smallest / s.users_per_variant);
         }
         Err(e) => {

@@ -63,7 +63,10 @@ fn rule() -> &'static Rule {
             weights[i] = 2.0 / ((1.0 - x * x) * dp * dp);
         }
         let lagrange = |j: usize, s: f64| -> f64 {
-            (0..M).filter(|&k| k != j).map(|k| (s - nodes[k]) / (nodes[j] - nodes[k])).product()
+            (0..M)
+                .filter(|&k| k != j)
+                .map(|k| (s - nodes[k]) / (nodes[j] - nodes[k]))
+                .product()
         };
         let mut s = [[0.0; M]; M];
         for i in 0..M {
@@ -71,7 +74,10 @@ fn rule() -> &'static Rule {
             let (lo, hi) = (-1.0, nodes[i]);
             let (mid, half) = (0.5 * (lo + hi), 0.5 * (hi - lo));
             for (j, row) in s[i].iter_mut().enumerate() {
-                *row = (0..M).map(|k| weights[k] * lagrange(j, mid + half * nodes[k])).sum::<f64>() * half;
+                *row = (0..M)
+                    .map(|k| weights[k] * lagrange(j, mid + half * nodes[k]))
+                    .sum::<f64>()
+                    * half;
             }
         }
         Rule { nodes, weights, s }
@@ -90,7 +96,12 @@ struct Posterior {
 impl Posterior {
     fn new(a: f64, b: f64) -> Self {
         let s = a + b;
-        Posterior { a, b, mean: a / s, sd: (a * b / (s * s * (s + 1.0))).sqrt() }
+        Posterior {
+            a,
+            b,
+            mean: a / s,
+            sd: (a * b / (s * s * (s + 1.0))).sqrt(),
+        }
     }
 
     fn rel_density(&self, x: f64) -> f64 {
@@ -170,7 +181,11 @@ pub fn beta_binomial(x_c: f64, n_c: f64, x_t: f64, n_t: f64) -> BayesResult {
     // E[max(c - t, 0)] = E[c] - E[t] + ∫ f_t(x) (x F_c(x) - G_c(x)) dx.
     let risk = (c.mean - t.mean + i_loss / norm).max(0.0);
     let risk_control = (risk + t.mean - c.mean).max(0.0);
-    BayesResult { chance_to_beat_control: 1.0 - p_complement(p), risk, risk_control }
+    BayesResult {
+        chance_to_beat_control: 1.0 - p_complement(p),
+        risk,
+        risk_control,
+    }
 }
 
 fn p_complement(p: f64) -> f64 {
@@ -214,7 +229,10 @@ mod tests {
     fn matches_the_closed_form_reference() {
         // A 100/1000, B 120/1000 (research notes §4.6, closed form).
         let r = beta_binomial(100.0, 1000.0, 120.0, 1000.0);
-        assert!((r.chance_to_beat_control - 0.923_183_438_973_557).abs() < 1e-9, "{r:?}");
+        assert!(
+            (r.chance_to_beat_control - 0.923_183_438_973_557).abs() < 1e-9,
+            "{r:?}"
+        );
         // risk_control - risk = E t - E c exactly.
         assert!((r.risk_control - r.risk - (121.0 / 1002.0 - 101.0 / 1002.0)).abs() < 1e-12);
     }
@@ -223,7 +241,10 @@ mod tests {
     fn identical_arms_are_a_coin_flip() {
         for &(x, n) in &[(0.0, 2.0), (5.0, 10.0), (1.0, 1e9), (3e8, 1e9)] {
             let r = beta_binomial(x, n, x, n);
-            assert!((r.chance_to_beat_control - 0.5).abs() < 1e-9, "{x}/{n}: {r:?}");
+            assert!(
+                (r.chance_to_beat_control - 0.5).abs() < 1e-9,
+                "{x}/{n}: {r:?}"
+            );
         }
     }
 

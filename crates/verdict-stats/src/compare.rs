@@ -23,7 +23,10 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { alpha: 0.05, sequential_tuning: crate::sequential::DEFAULT_TUNING }
+        Settings {
+            alpha: 0.05,
+            sequential_tuning: crate::sequential::DEFAULT_TUNING,
+        }
     }
 }
 
@@ -141,7 +144,10 @@ pub fn conversion(c: Counts, t: Counts, s: &Settings) -> ConversionResult {
             cmp.undefined(&["diff"], "an arm has no users");
         }
         cmp.undefined(&INFERENCE, "fewer than 2 users in an arm");
-        return ConversionResult { rate, comparison: cmp };
+        return ConversionResult {
+            rate,
+            comparison: cmp,
+        };
     }
     let (p_c, p_t) = (c.conversions / c.users, t.conversions / t.users);
     let diff = p_t - p_c;
@@ -153,7 +159,10 @@ pub fn conversion(c: Counts, t: Counts, s: &Settings) -> ConversionResult {
     if se_pooled > 0.0 {
         cmp.p_value = Some(normal_two_sided_p(diff / se_pooled));
     } else {
-        cmp.undefined(&["p_value"], "zero pooled variance (no arm has both outcomes)");
+        cmp.undefined(
+            &["p_value"],
+            "zero pooled variance (no arm has both outcomes)",
+        );
     }
     let (vm_c, vm_t) = (p_c * (1.0 - p_c) / c.users, p_t * (1.0 - p_t) / t.users);
     let se = (vm_c + vm_t).sqrt();
@@ -161,11 +170,20 @@ pub fn conversion(c: Counts, t: Counts, s: &Settings) -> ConversionResult {
         cmp.diff_ci = Some([diff - z * se, diff + z * se]);
         sequential(&mut cmp, diff, se, c.users + t.users, s);
     } else {
-        cmp.undefined(&["diff_ci", "sequential_ci", "sequential_p_value"], "zero variance in both arms");
+        cmp.undefined(
+            &["diff_ci", "sequential_ci", "sequential_p_value"],
+            "zero variance in both arms",
+        );
     }
     relative(&mut cmp, p_c, vm_c, p_t, vm_t, z);
-    set_bayes(&mut cmp, beta_binomial(c.conversions, c.users, t.conversions, t.users));
-    ConversionResult { rate, comparison: cmp }
+    set_bayes(
+        &mut cmp,
+        beta_binomial(c.conversions, c.users, t.conversions, t.users),
+    );
+    ConversionResult {
+        rate,
+        comparison: cmp,
+    }
 }
 
 /// Sample moments of one arm: size, mean and per-unit variance (n − 1 denominator).
@@ -184,10 +202,18 @@ impl Moments {
     /// against rounding when all values are equal.
     pub fn from_sums(n: f64, sum: f64, sum_squares: f64) -> Moments {
         if n < 1.0 {
-            return Moments { n, mean: 0.0, variance: 0.0 };
+            return Moments {
+                n,
+                mean: 0.0,
+                variance: 0.0,
+            };
         }
         let mean = sum / n;
-        let variance = if n >= 2.0 { ((sum_squares - sum * mean) / (n - 1.0)).max(0.0) } else { 0.0 };
+        let variance = if n >= 2.0 {
+            ((sum_squares - sum * mean) / (n - 1.0)).max(0.0)
+        } else {
+            0.0
+        };
         Moments { n, mean, variance }
     }
 }
@@ -219,7 +245,10 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
             cmp.undefined(&["diff"], "an arm has no users");
         }
         cmp.undefined(&INFERENCE, "fewer than 2 users in an arm");
-        return MeanResult { mean, comparison: cmp };
+        return MeanResult {
+            mean,
+            comparison: cmp,
+        };
     }
     let diff = t.mean - c.mean;
     cmp.diff = Some(diff);
@@ -264,7 +293,10 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
             cmp.undefined(&["relative_ci"], "zero variance");
         }
     }
-    MeanResult { mean, comparison: cmp }
+    MeanResult {
+        mean,
+        comparison: cmp,
+    }
 }
 
 #[cfg(test)]
@@ -275,15 +307,27 @@ mod tests {
     fn spotify_ztest_reference() {
         // control 1000/10000, treatment 1100/10000 (research notes §4.2/§4.3).
         let r = conversion(
-            Counts { users: 10000.0, conversions: 1000.0 },
-            Counts { users: 10000.0, conversions: 1100.0 },
+            Counts {
+                users: 10000.0,
+                conversions: 1000.0,
+            },
+            Counts {
+                users: 10000.0,
+                conversions: 1100.0,
+            },
             &Settings::default(),
         );
         let c = &r.comparison;
         let ci = c.diff_ci.unwrap();
-        assert!((ci[0] - 0.001_504).abs() < 1e-6 && (ci[1] - 0.018_496).abs() < 1e-6, "{ci:?}");
+        assert!(
+            (ci[0] - 0.001_504).abs() < 1e-6 && (ci[1] - 0.018_496).abs() < 1e-6,
+            "{ci:?}"
+        );
         let rci = c.relative_ci.unwrap();
-        assert!((rci[0] - 0.010_870).abs() < 1e-6 && (rci[1] - 0.189_130).abs() < 1e-6, "{rci:?}");
+        assert!(
+            (rci[0] - 0.010_870).abs() < 1e-6 && (rci[1] - 0.189_130).abs() < 1e-6,
+            "{rci:?}"
+        );
     }
 
     #[test]
@@ -295,14 +339,23 @@ mod tests {
         let p = r.comparison.p_value.unwrap();
         assert!((p / 0.020_158_402_643_587 - 1.0).abs() < 1e-9, "{p}");
         let ci = r.comparison.diff_ci.unwrap();
-        assert!((ci[0] - 0.04538).abs() < 1e-5 && (ci[1] - 0.53462).abs() < 1e-5, "{ci:?}");
+        assert!(
+            (ci[0] - 0.04538).abs() < 1e-5 && (ci[1] - 0.53462).abs() < 1e-5,
+            "{ci:?}"
+        );
     }
 
     #[test]
     fn undefined_figures_are_null_with_reasons() {
         let r = conversion(
-            Counts { users: 100.0, conversions: 0.0 },
-            Counts { users: 100.0, conversions: 0.0 },
+            Counts {
+                users: 100.0,
+                conversions: 0.0,
+            },
+            Counts {
+                users: 100.0,
+                conversions: 0.0,
+            },
             &Settings::default(),
         );
         assert_eq!(r.comparison.p_value, None);

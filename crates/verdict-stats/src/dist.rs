@@ -132,7 +132,8 @@ pub fn ln_gamma_ratio_half(a: f64) -> f64 {
     // Stirling: the (z - 1/2) ln z - z parts combine to ln(a)/2 + a·ln1p(1/2a) - 1/2 exactly.
     fn stirling_tail(z: f64) -> f64 {
         let z2 = z * z;
-        (1.0 / 12.0 - (1.0 / 360.0 - (1.0 / 1260.0 - (1.0 / 1680.0 - 1.0 / (1188.0 * z2)) / z2) / z2) / z2)
+        (1.0 / 12.0
+            - (1.0 / 360.0 - (1.0 / 1260.0 - (1.0 / 1680.0 - 1.0 / (1188.0 * z2)) / z2) / z2) / z2)
             / z
     }
     0.5 * a.ln() + (a * (0.5 / a).ln_1p() - 0.5) + (stirling_tail(a + 0.5) - stirling_tail(a))
@@ -141,7 +142,7 @@ pub fn ln_gamma_ratio_half(a: f64) -> f64 {
 /// Degrees of freedom above which the t tail uses Hill's normalising expansion
 /// (ACM Algorithm 395), whose error is far below 1e-12 there, instead of the continued fraction,
 /// whose cost grows like sqrt(df).
-const T_ASYMPTOTIC_DF: f64 = 2.0e5;
+const T_ASYMPTOTIC_DF: f64 = 1.0e4;
 
 /// Upper tail of Student's t with `df` degrees of freedom, P(T > t).
 pub fn t_sf(t: f64, df: f64) -> f64 {
@@ -164,7 +165,11 @@ pub fn t_sf(t: f64, df: f64) -> f64 {
     let y = t2 / (df + t2);
     let x = df / (df + t2);
     let ln_x = -(t2 / df).ln_1p();
-    let ln_y = if t2 == 0.0 { f64::NEG_INFINITY } else { 2.0 * t.ln() - (df + t2).ln() };
+    let ln_y = if t2 == 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        2.0 * t.ln() - (df + t2).ln()
+    };
     // ln B(a, 1/2) = ln Γ(1/2) - [ln Γ(a+1/2) - ln Γ(a)].
     let ln_beta = 0.5 * PI.ln() - ln_gamma_ratio_half(a);
     if x < (a + 1.0) / (a + 2.5) {
@@ -192,10 +197,13 @@ pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
 pub fn t_pdf(t: f64, df: f64) -> f64 {
     if df >= T_ASYMPTOTIC_DF * 100.0 {
         // The constant tends to 1/sqrt(2π); ln1p keeps the shape exact.
-        let ln = ln_gamma_ratio_half(0.5 * df) - 0.5 * (df * PI).ln() - 0.5 * (df + 1.0) * (t * t / df).ln_1p();
+        let ln = ln_gamma_ratio_half(0.5 * df)
+            - 0.5 * (df * PI).ln()
+            - 0.5 * (df + 1.0) * (t * t / df).ln_1p();
         return ln.exp();
     }
-    (ln_gamma_ratio_half(0.5 * df) - 0.5 * (df * PI).ln() - 0.5 * (df + 1.0) * (t * t / df).ln_1p()).exp()
+    (ln_gamma_ratio_half(0.5 * df) - 0.5 * (df * PI).ln() - 0.5 * (df + 1.0) * (t * t / df).ln_1p())
+        .exp()
 }
 
 /// The t with P(T > t) = q for Student's t with `df` degrees of freedom, 0 < q < 1.
@@ -240,9 +248,17 @@ pub fn t_isf(q: f64, df: f64) -> f64 {
             hi = hi.min(t);
         }
         let pdf = t_pdf(t, df);
-        let mut next = if sf > 0.0 && pdf > 0.0 { t + (sf.ln() - ln_q) * sf / pdf } else { f64::NAN };
-        if !(next > lo && next < hi) || !next.is_finite() {
-            next = if hi.is_finite() { 0.5 * (lo + hi) } else { 2.0 * t.max(1.0) };
+        let mut next = if sf > 0.0 && pdf > 0.0 {
+            t + (sf.ln() - ln_q) * sf / pdf
+        } else {
+            f64::NAN
+        };
+        if !(next > lo && next < hi && next.is_finite()) {
+            next = if hi.is_finite() {
+                0.5 * (lo + hi)
+            } else {
+                2.0 * t.max(1.0)
+            };
         }
         let done = (next - t).abs() <= 4.0 * f64::EPSILON * t.abs();
         t = next;
@@ -380,7 +396,10 @@ mod tests {
             for &q in &[0.4, 0.025, 1e-4, 1e-9] {
                 let t = t_isf(q, df);
                 let back = t_sf(t, df);
-                assert!(((back - q) / q).abs() < 1e-11, "df={df} q={q} t={t} back={back}");
+                assert!(
+                    ((back - q) / q).abs() < 1e-11,
+                    "df={df} q={q} t={t} back={back}"
+                );
             }
         }
     }

@@ -29,7 +29,12 @@ pub enum PowerUndefined {
 
 /// Users per variant to detect a relative change `relative_mde` of `baseline` with two-sided
 /// level `alpha` and the given `power`, equal allocation.
-pub fn users_per_variant(baseline: f64, relative_mde: f64, alpha: f64, power: f64) -> Result<SampleSize, PowerUndefined> {
+pub fn users_per_variant(
+    baseline: f64,
+    relative_mde: f64,
+    alpha: f64,
+    power: f64,
+) -> Result<SampleSize, PowerUndefined> {
     if !(baseline > 0.0 && baseline < 1.0) {
         return Err(PowerUndefined::Baseline);
     }
@@ -49,14 +54,21 @@ pub fn users_per_variant(baseline: f64, relative_mde: f64, alpha: f64, power: f6
         let fp = normal_pdf(z - d) - normal_pdf(z + d);
         let next = d - f / fp;
         // Power is increasing and convex near 0: halve instead of stepping out of (0, ∞).
-        let next = if next.is_finite() && next > 0.0 { next } else { 0.5 * d };
+        let next = if next.is_finite() && next > 0.0 {
+            next
+        } else {
+            0.5 * d
+        };
         let done = (next - d).abs() <= 1e-15 * d;
         d = next;
         if done {
             break;
         }
     }
-    Ok(SampleSize { effect_size: h, users_per_variant: 2.0 * (d / h) * (d / h) })
+    Ok(SampleSize {
+        effect_size: h,
+        users_per_variant: 2.0 * (d / h) * (d / h),
+    })
 }
 
 #[cfg(test)]

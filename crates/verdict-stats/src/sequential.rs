@@ -22,14 +22,23 @@ pub struct Sequential {
 
 /// The confidence sequence for a difference `diff` with standard error `se > 0`, after
 /// `n_total` units in both arms together.
-pub fn confidence_sequence(diff: f64, se: f64, n_total: f64, alpha: f64, tuning: f64) -> Sequential {
+pub fn confidence_sequence(
+    diff: f64,
+    se: f64,
+    n_total: f64,
+    alpha: f64,
+    tuning: f64,
+) -> Sequential {
     let ln_alpha = alpha.ln();
     let rho2 = (-2.0 * ln_alpha + (1.0 - 2.0 * ln_alpha).ln()) / tuning;
     let nr = n_total * rho2;
     let half = se * ((nr + 1.0) / nr * (nr.ln_1p() - 2.0 * ln_alpha)).sqrt();
     let z = diff / se;
     let ln_e = nr * z * z / (2.0 * (nr + 1.0)) - 0.5 * nr.ln_1p();
-    Sequential { ci: [diff - half, diff + half], p_value: (-ln_e).exp().min(1.0) }
+    Sequential {
+        ci: [diff - half, diff + half],
+        p_value: (-ln_e).exp().min(1.0),
+    }
 }
 
 #[cfg(test)]

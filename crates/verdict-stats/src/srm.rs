@@ -52,8 +52,16 @@ pub fn chi_square(users: &[f64], weights: &[f64]) -> Result<Srm, SrmUndefined> {
         return Err(SrmUndefined::TooFewVariants);
     }
     let df = (k - 1) as f64;
-    let p_value = if stat.is_infinite() { 0.0 } else { chi2_sf(stat, df) };
-    Ok(Srm { chi_square: stat, df, p_value })
+    let p_value = if stat.is_infinite() {
+        0.0
+    } else {
+        chi2_sf(stat, df)
+    };
+    Ok(Srm {
+        chi_square: stat,
+        df,
+        p_value,
+    })
 }
 
 #[cfg(test)]
@@ -63,7 +71,10 @@ mod tests {
     #[test]
     fn references() {
         let s = chi_square(&[1000.0, 1200.0], &[0.5, 0.5]).unwrap();
-        assert!((s.p_value / 2.007_865_612_426_481e-5 - 1.0).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s.p_value / 2.007_865_612_426_481e-5 - 1.0).abs() < 1e-12,
+            "{s:?}"
+        );
         let s = chi_square(&[600.0, 400.0], &[1.0, 1.0]).unwrap();
         assert!((s.p_value / 2.5396e-10 - 1.0).abs() < 1e-3, "{s:?}");
     }

@@ -20,8 +20,11 @@ pub struct Args {
 /// Runs `verdict analyze`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
-    let doc: serde_json::Value = serde_json::from_str(&text).context("stdin is not a JSON document")?;
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).context("stdin is not a JSON document")?;
     let input = AnalysisInput::from_json(&doc).context("invalid analysis input")?;
     let output = analyze(&input);
     let mut out = std::io::stdout().lock();

@@ -189,11 +189,18 @@ pub fn frame_len(buf: &[u8]) -> Result<usize, DecodeError> {
 
 /// Decodes the record at the start of `buf`; returns it and its encoded length.
 pub fn decode_record(buf: &Bytes) -> Result<(Record, usize), DecodeError> {
-    let len = frame_len(buf)?;
-    if buf.len() < len {
+    decode_record_at(buf, 0)
+}
+
+/// Decodes the record starting at `buf[at..]`; returns it and its encoded length. Metadata and
+/// payload are slices of `buf` (no copy).
+pub fn decode_record_at(buf: &Bytes, at: usize) -> Result<(Record, usize), DecodeError> {
+    let rest = buf.get(at..).ok_or(DecodeError::Truncated)?;
+    let len = frame_len(rest)?;
+    if rest.len() < len {
         return Err(DecodeError::Truncated);
     }
-    let frame = &buf[..len];
+    let frame = &rest[..len];
     let stored_crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
     if frame_crc(frame) != stored_crc {
         return Err(DecodeError::Invalid("record checksum mismatch"));
@@ -235,8 +242,16 @@ pub fn decode_record(buf: &Bytes) -> Result<(Record, usize), DecodeError> {
         flags,
         stream: stream.to_owned(),
         event_type: event_type.to_owned(),
-        metadata: buf.slice(m0..p0),
-        payload: buf.slice(p0..len),
+        metadata: if metadata_len == 0 {
+            Bytes::new()
+        } else {
+            buf.slice(at + m0..at + p0)
+        },
+        payload: if p0 == len {
+            Bytes::new()
+        } else {
+            buf.slice(at + p0..at + len)
+        },
     };
     Ok((record, len))
 }

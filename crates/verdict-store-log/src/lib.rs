@@ -139,12 +139,30 @@ impl DirLock {
 pub(crate) struct Shared {
     index: RwLock<Index>,
     /// Read handles, by segment number.
-    files: RwLock<Vec<Arc<File>>>,
+    files: RwLock<Vec<Arc<Segment>>>,
     /// The durable head: readers never look past it.
     head: AtomicU64,
     head_rx: watch::Receiver<u64>,
     /// Set once, by the writer, when an I/O error stopped it.
     poison: OnceLock<String>,
+}
+
+/// A segment as readers see it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// For `pread`s.
+    file: File,
+    /// For opening a handle with its own offset (see `read_range`).
+    path: PathBuf,
+}
+
+impl Segment {
+    pub(crate) fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            file: File::open(path)?,
+            path: path.to_owned(),
+        })
+    }
 }
 
 /// The embedded log store. Cheap to clone (a handle).
@@ -245,7 +263,7 @@ impl LogStore {
         let storage = Arc::clone(&options.storage);
         let mut files = Vec::with_capacity(segments.len() + 1);
         for s in &segments {
-            files.push(Arc::new(File::open(&s.path).map_err(|e| {
+            files.push(Arc::new(Segment::open(&s.path).map_err(|e| {
                 LogError::io(format!("opening {}", s.path.display()), e)
             })?));
         }
@@ -384,10 +402,10 @@ fn read_locs(
         }
         if j > i {
             let (_, end) = index::unpack(locs[j]);
-            let chunk = pread(file, start, (end - start) as usize)?;
+            let chunk = read_range(file, start, (end - start) as usize)?;
             let mut off = 0usize;
             for k in i..j {
-                let (rec, len) = format::decode_record(&chunk.slice(off..)).map_err(|e| {
+                let (rec, len) = format::decode_record_at(&chunk, off).map_err(|e| {
                     corrupt(format!("segment {seg} offset {}: {e}", start + off as u64))
                 })?;
                 out.push(to_recorded(rec, first + k as u64, consecutive)?);
@@ -396,7 +414,7 @@ fn read_locs(
             i = j;
         } else {
             out.push(to_recorded(
-                read_one(file, seg, start)?,
+                read_one(&file.file, seg, start)?,
                 first + i as u64,
                 consecutive,
             )?);
@@ -416,6 +434,25 @@ fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreE
     format::decode_record(&head)
         .map(|(r, _)| r)
         .map_err(|e| corrupt(format!("segment {seg} offset {offset}: {e}")))
+}
+
+/// Reads exactly `len` bytes at `offset` into a fresh buffer. Through `read_to_end` on a
+/// handle of its own (own file offset): std reads into the spare capacity without zeroing it
+/// first, which matters for multi-MiB replay chunks.
+fn read_range(segment: &Segment, offset: u64, len: usize) -> Result<Bytes, StoreError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| StoreError::Unavailable(format!("reading the log: {e}"));
+    let mut f = File::open(&segment.path).map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).map_err(io)?;
+    let mut buf = Vec::with_capacity(len);
+    f.take(len as u64).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() != len {
+        return Err(corrupt(format!(
+            "short read: {} of {len} bytes at offset {offset}",
+            buf.len()
+        )));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Reads up to `len` bytes at `offset` (fewer at the end of the file).

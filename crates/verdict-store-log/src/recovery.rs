@@ -169,7 +169,7 @@ pub fn scan(
         let mut records = 0u64;
         let mut damage: Option<(usize, String)> = None;
         while off < data.len() {
-            match format::decode_record(&data.slice(off..)) {
+            match format::decode_record_at(&data, off) {
                 Ok((rec, len)) => {
                     let expected = next + batch.len() as u64;
                     if rec.position != expected {
@@ -291,7 +291,7 @@ fn valid_records_after(data: &Bytes, at: usize, last_position: u64) -> Vec<u64> 
                 p > last_position && p - last_position <= (data.len() - at) as u64
             };
         if plausible {
-            if let Ok((rec, len)) = format::decode_record(&data.slice(off..)) {
+            if let Ok((rec, len)) = format::decode_record_at(&data, off) {
                 groups.push(rec.group);
                 off += len;
                 continue;

@@ -289,14 +289,13 @@ pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &std::path::Path,
     first_position: u64,
-) -> std::io::Result<(Box<dyn LogFile>, std::fs::File)> {
+) -> std::io::Result<(Box<dyn LogFile>, crate::Segment)> {
     let path = segment_path(dir, first_position);
     let mut file = storage.create(&path)?;
     write_all(&mut *file, &format::encode_segment_header(first_position))?;
     file.sync_data()?;
     storage.sync_dir(dir)?;
-    let read = std::fs::File::open(&path)?;
-    Ok((file, read))
+    Ok((file, crate::Segment::open(&path)?))
 }
 
 fn write_all(file: &mut dyn LogFile, mut buf: &[u8]) -> std::io::Result<()> {

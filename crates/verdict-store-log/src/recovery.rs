@@ -291,7 +291,7 @@ fn valid_records_after(data: &Bytes, at: usize, last_position: u64) -> Vec<u64> 
                 p > last_position && p - last_position <= (data.len() - at) as u64
             };
         if plausible {
-            if let Ok((rec, len)) = format::decode_record_at(&data, off) {
+            if let Ok((rec, len)) = format::decode_record_at(data, off) {
                 groups.push(rec.group);
                 off += len;
                 continue;

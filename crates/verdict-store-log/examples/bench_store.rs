@@ -421,6 +421,9 @@ fn index_memory(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A row read back: position, stream, version, id, type, payload, metadata, recorded_at.
+type SqliteRow = (i64, String, i64, Vec<u8>, String, Vec<u8>, Vec<u8>, i64);
+
 struct Sqlite {
     path: PathBuf,
 }
@@ -533,7 +536,7 @@ impl Sqlite {
             .unwrap();
         let (mut after, mut n, mut bytes) = (0i64, 0u64, 0usize);
         loop {
-            let page: Vec<(i64, String, i64, Vec<u8>, String, Vec<u8>, Vec<u8>, i64)> = stmt
+            let page: Vec<SqliteRow> = stmt
                 .query_map(rusqlite::params![after, PAGE as i64], |r| {
                     Ok((
                         r.get(0)?,

@@ -486,8 +486,9 @@ def cases():
         n = [int(x) for x in rng.integers(50, 200000, size=k)]
         rate = float(rng.uniform(0.001, 0.5))
         mean, sd = float(rng.uniform(1, 100)), float(rng.uniform(1, 200))
-        vs = [variant("control" if j == 0 else f"v{j}", n[j], int(rng.binomial(n[j], rate * (1 + 0.1 * j))),
-                      moments_rev(n[j], mean * (1 + 0.05 * j), sd)) for j in range(k)]
+        # Effects of a few percent, so the p-values span the interesting range.
+        vs = [variant("control" if j == 0 else f"v{j}", n[j], int(rng.binomial(n[j], rate * (1 + 0.02 * j))),
+                      moments_rev(n[j], mean * (1 + 0.01 * j), sd)) for j in range(k)]
         add(f"random {i}", {"alpha": float(rng.choice([0.01, 0.05, 0.1])), "mde": float(rng.uniform(0.02, 0.3)),
                             "variants": vs})
     return out

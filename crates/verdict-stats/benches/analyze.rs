@@ -37,6 +37,21 @@ fn bench(c: &mut Criterion) {
         b.iter(|| analyze(black_box(&input)))
     });
     g.finish();
+    // The parts, to see where the time goes.
+    let mut p = c.benchmark_group("parts");
+    p.bench_function("beta_binomial 5000/50000 vs 5150/50210", |b| {
+        b.iter(|| verdict_stats::bayes::beta_binomial(black_box(5000.0), 50000.0, 5150.0, 50210.0))
+    });
+    p.bench_function("t_isf(0.025, 1e5)", |b| {
+        b.iter(|| verdict_stats::dist::t_isf(black_box(0.025), 1e5))
+    });
+    p.bench_function("t_isf(0.025, 500)", |b| {
+        b.iter(|| verdict_stats::dist::t_isf(black_box(0.025), 500.0))
+    });
+    p.bench_function("t_sf(2.1, 500)", |b| {
+        b.iter(|| verdict_stats::dist::t_sf(black_box(2.1), 500.0))
+    });
+    p.finish();
 }
 
 criterion_group!(benches, bench);

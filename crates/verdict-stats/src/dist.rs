@@ -253,14 +253,17 @@ pub fn t_isf(q: f64, df: f64) -> f64 {
         } else {
             f64::NAN
         };
-        if !(next > lo && next < hi && next.is_finite()) {
+        // The bracket is closed: a zero step at an exact start must not trigger bisection.
+        if !(next >= lo && next <= hi && next.is_finite()) {
             next = if hi.is_finite() {
                 0.5 * (lo + hi)
             } else {
                 2.0 * t.max(1.0)
             };
         }
-        let done = (next - t).abs() <= 4.0 * f64::EPSILON * t.abs();
+        // Newton converges quadratically: once a step is below 1e-13 the next would be ~1e-26,
+        // so stop rather than chase last-ulp noise of the tail function.
+        let done = (next - t).abs() <= 1e-13 * t.abs();
         t = next;
         if done {
             break;

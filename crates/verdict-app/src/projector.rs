@@ -186,7 +186,7 @@ pub async fn run(
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
             next = sub.next() => {
                 match next {
                     Some(Ok(e)) => page.push(e),

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 mod analyze;
 mod assign;
+mod demo;
+mod replay;
+mod results;
+mod serve;
 mod store;
 
 /// A/B testing for ML models, built on CQRS and event sourcing.
@@ -23,6 +27,14 @@ enum Command {
     Analyze(analyze::Args),
     /// Check or repair the embedded event log (offline).
     Store(store::Args),
+    /// Serve the API, projections and dashboard on the embedded log.
+    Serve(serve::Args),
+    /// Run a whole experiment on simulated traffic through the real server.
+    Demo(demo::Args),
+    /// Print an experiment's results from a running server.
+    Results(results::Args),
+    /// Rebuild the projections from the log (server stopped).
+    Replay(replay::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -31,5 +43,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Assign(args) => assign::run(args),
         Command::Analyze(args) => analyze::run(args),
         Command::Store(args) => store::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Results(args) => results::run(args),
+        Command::Replay(args) => replay::run(args),
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info` for verdict's crates).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,verdict=info,verdict_server=info,verdict_app=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

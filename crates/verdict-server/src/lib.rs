@@ -1,0 +1,238 @@
+//! verdict's HTTP server: routes, auth, OpenAPI, and the one place a backend is chosen.
+//!
+//! [`start`] opens the embedded log in the data directory, loads the projections'
+//! snapshot, rebuilds the command side, starts the projector and serves the API on a
+//! listener; [`Server::shutdown`] stops accepting, drains requests, saves a final
+//! checkpoint and closes the store.
+//!
+//! - [`api`]: the route table, handlers and the generated OpenAPI document.
+//! - [`auth`]: API keys with roles.
+//! - [`error`]: HTTP error mapping.
+//! - [`extract`]: extractors whose rejections name the field.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+
+use auth::ApiKey;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use verdict_app::projector::{self, CheckpointPolicy, Projections};
+use verdict_app::service::{Clock, CommandService, SystemClock};
+use verdict_serve::Registry;
+use verdict_store::EventStore;
+
+/// Everything the server needs to know, already validated by the binary.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the event log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted (413 above).
+    pub body_limit: usize,
+    /// Longest a query waits for `min_position`.
+    pub query_wait: Duration,
+    /// API keys; empty means no authentication.
+    pub api_keys: Vec<ApiKey>,
+    /// Model names to URIs, on top of the defaults.
+    pub models: Vec<(String, String)>,
+    /// How often projections are checkpointed.
+    pub checkpoint: CheckpointPolicy,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            body_limit: 1 << 20,
+            query_wait: api::DEFAULT_QUERY_WAIT,
+            api_keys: Vec::new(),
+            models: Vec::new(),
+            checkpoint: CheckpointPolicy::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The event log could not be opened.
+    #[error("opening the event log in {path}: {message}")]
+    Store {
+        /// Its directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Projections could not be loaded.
+    #[error(transparent)]
+    Projections(#[from] verdict_app::projector::ProjectionError),
+    /// The command side could not be rebuilt.
+    #[error("rebuilding the command side: {0}")]
+    App(#[from] verdict_app::AppError),
+    /// Binding or serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] holds.
+pub struct Inner {
+    /// The command side.
+    pub commands: CommandService,
+    /// The read side.
+    pub projections: Arc<Projections>,
+    /// The event store.
+    pub store: Arc<dyn EventStore>,
+    /// Configuration.
+    pub config: ServerConfig,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("commands", &self.commands)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state over a store (the projections start from `projections`).
+    pub async fn new(
+        store: Arc<dyn EventStore>,
+        projections: Arc<Projections>,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let mut registry = Registry::with_defaults();
+        for (name, uri) in &config.models {
+            registry.register(name, uri);
+        }
+        let commands = CommandService::open(store.clone(), registry, clock).await?;
+        Ok(Self(Arc::new(Inner {
+            commands,
+            projections,
+            store,
+            config,
+        })))
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    projector: tokio::task::JoinHandle<Result<(), verdict_app::projector::ProjectionError>>,
+    store: Arc<dyn EventStore>,
+    /// Handler state (for in-process callers such as the demo).
+    pub state: AppState,
+}
+
+/// Opens the embedded log in `config.data_dir` and serves on `listener`.
+pub async fn start(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+) -> Result<Server, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let dir = verdict_store_log::log_dir(&config.data_dir);
+    let log = verdict_store_log::LogStore::open(&dir, verdict_store_log::LogOptions::default())
+        .map_err(|e| ServerError::Store {
+            path: dir.clone(),
+            message: e.to_string(),
+        })?;
+    let store: Arc<dyn EventStore> = Arc::new(log);
+    start_with_store(config, store, listener).await
+}
+
+/// Serves over any store (tests use the in-memory one).
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn EventStore>,
+    listener: tokio::net::TcpListener,
+) -> Result<Server, ServerError> {
+    let snapshot = config.data_dir.join("projections.json");
+    let projections = Projections::load(&snapshot)?;
+    let state = AppState::new(
+        store.clone(),
+        projections.clone(),
+        config.clone(),
+        Arc::new(SystemClock),
+    )
+    .await?;
+    let (shutdown, rx) = watch::channel(false);
+    let projector = tokio::spawn(projector::run(
+        store.clone(),
+        projections,
+        config.checkpoint,
+        rx.clone(),
+    ));
+    let app =
+        api::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(config.body_limit));
+    let addr = listener.local_addr()?;
+    let mut http_rx = rx;
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    Ok(Server {
+        addr,
+        shutdown,
+        http,
+        projector,
+        store,
+        state,
+    })
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Stops accepting, lets requests in flight finish, saves the projections'
+    /// checkpoint and closes the store (every acknowledged append is durable already).
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        let served = self
+            .http
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let projected = self
+            .projector
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let _ = self.store.close().await;
+        served?;
+        projected?;
+        Ok(())
+    }
+
+    /// A future that resolves once the server stopped on its own (an error).
+    pub fn is_finished(&self) -> bool {
+        self.http.is_finished()
+    }
+}

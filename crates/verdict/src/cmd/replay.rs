@@ -1,0 +1,56 @@
+//! `verdict replay`: rebuilds the projections from position zero, with a progress bar
+//! and the rate, and replaces the snapshot atomically. Run it with the server stopped.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+use verdict_app::projector::{self, Projections};
+use verdict_store::EventStore;
+
+/// Arguments of `verdict replay`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Data directory of the server.
+    #[arg(long, env = "VERDICT_DATA_DIR", default_value = "verdict-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Runs `verdict replay`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let dir = verdict_store_log::log_dir(&args.data_dir);
+        let log = verdict_store_log::LogStore::open(&dir, verdict_store_log::LogOptions::default())
+            .with_context(|| format!("opening {} (is a server running on it?)", dir.display()))?;
+        let store: Arc<dyn EventStore> = Arc::new(log);
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "replaying {bar:40} {pos}/{len} events {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let started = Instant::now();
+        let model = projector::replay(store.as_ref(), |pos, head| {
+            bar.set_length(head);
+            bar.set_position(pos);
+        })
+        .await?;
+        bar.finish_and_clear();
+        let elapsed = started.elapsed().as_secs_f64();
+        let events = model.position;
+        let snapshot = args.data_dir.join("projections.json");
+        let projections = Projections::new(model, Some(snapshot.clone()));
+        projections.save().await?;
+        store.close().await?;
+        println!(
+            "replayed {events} events in {elapsed:.2}s ({:.0} events/s); snapshot {}",
+            events as f64 / elapsed.max(1e-9),
+            snapshot.display()
+        );
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,132 @@
+//! `verdict serve`: the whole system in one process on the embedded log.
+//!
+//! Configuration comes in layers: `verdict.toml` (or `--config`), then `VERDICT_*`
+//! environment variables, then flags; the later wins.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use verdict_server::auth::ApiKey;
+use verdict_server::ServerConfig;
+
+/// Arguments of `verdict serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Directory of the event log and projection snapshots.
+    #[arg(long, env = "VERDICT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "VERDICT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Configuration file (default: ./verdict.toml when present).
+    #[arg(long, env = "VERDICT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "VERDICT_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Allow listening beyond loopback without API keys.
+    #[arg(long, env = "VERDICT_ALLOW_PUBLIC")]
+    pub allow_public: bool,
+}
+
+/// `verdict.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    body_limit: Option<usize>,
+    query_wait_ms: Option<u64>,
+    allow_public: Option<bool>,
+    #[serde(default)]
+    models: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    api_keys: Vec<ApiKey>,
+}
+
+/// The validated configuration: where to listen and how to serve.
+pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
+    let path = args.config.clone().or_else(|| {
+        let default = PathBuf::from("verdict.toml");
+        default.exists().then_some(default)
+    });
+    let file: FileConfig = match &path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("verdict-data"));
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let allow_public = args.allow_public || file.allow_public.unwrap_or(false);
+    if file.api_keys.is_empty() && !listen.ip().is_loopback() && !allow_public {
+        bail!("refusing to listen on {listen} without API keys: configure [[api_keys]] in verdict.toml, listen on loopback, or pass --allow-public");
+    }
+    let mut config = ServerConfig::new(data_dir);
+    if let Some(limit) = args.body_limit.or(file.body_limit) {
+        config.body_limit = limit;
+    }
+    if let Some(ms) = file.query_wait_ms {
+        config.query_wait = Duration::from_millis(ms);
+    }
+    config.api_keys = file.api_keys;
+    config.models = file.models.into_iter().collect();
+    Ok((listen, config))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs `verdict serve` until SIGTERM or Ctrl-C.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_tracing();
+    let (listen, config) = resolve(&args)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let data_dir = config.data_dir.clone();
+        let server = verdict_server::start(config, listener).await?;
+        tracing::info!(addr = %server.addr, data_dir = %data_dir.display(), "verdict serving");
+        eprintln!(
+            "verdict serving on http://{} (data in {})",
+            server.addr,
+            data_dir.display()
+        );
+        shutdown_signal().await;
+        eprintln!("verdict: shutting down (flushing and checkpointing)");
+        server.shutdown().await?;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
+}

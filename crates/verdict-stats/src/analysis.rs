@@ -37,7 +37,6 @@ use crate::srm::{chi_square, SrmUndefined, SRM_THRESHOLD};
 use crate::Error;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 /// Sums of a per-user metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -458,7 +457,41 @@ pub struct VariantOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conversions_per_prediction: Option<RatioOutput>,
     /// Adjusted p-values by method, then by metric.
-    pub adjusted_p_values: BTreeMap<&'static str, BTreeMap<&'static str, Option<f64>>>,
+    pub adjusted_p_values: AdjustedPValues,
+}
+
+/// Holm and Benjamini–Hochberg adjusted p-values of one variant.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AdjustedPValues {
+    /// Holm step-down.
+    pub holm: MetricPValues,
+    /// Benjamini–Hochberg step-up.
+    pub benjamini_hochberg: MetricPValues,
+}
+
+/// One adjusted p-value per metric: absent when the metric is absent, `null` when its
+/// p-value is undefined.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MetricPValues {
+    /// Conversion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Option<f64>>,
+    /// Revenue per user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revenue_per_user: Option<Option<f64>>,
+    /// Conversions per prediction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversions_per_prediction: Option<Option<f64>>,
+}
+
+impl MetricPValues {
+    fn slot(&mut self, metric: Metric) -> &mut Option<Option<f64>> {
+        match metric {
+            Metric::Conversion => &mut self.conversion,
+            Metric::Revenue => &mut self.revenue_per_user,
+            Metric::Ratio => &mut self.conversions_per_prediction,
+        }
+    }
 }
 
 /// The control's own figures, for reference.
@@ -513,12 +546,15 @@ pub struct AnalysisOutput {
     pub power: PowerOutput,
 }
 
-/// Metrics that enter the multiple-testing family, with their output names.
-const FAMILY: [&str; 3] = [
-    "conversion",
-    "revenue_per_user",
-    "conversions_per_prediction",
-];
+/// Metrics that enter the multiple-testing family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metric {
+    Conversion,
+    Revenue,
+    Ratio,
+}
+
+const FAMILY: [Metric; 3] = [Metric::Conversion, Metric::Revenue, Metric::Ratio];
 
 /// Runs every analysis on a validated request.
 pub fn analyze(input: &AnalysisInput) -> AnalysisOutput {
@@ -629,7 +665,7 @@ fn analyze_variant(ctl: &VariantInput, v: &VariantInput, s: &Settings) -> Varian
         revenue_per_user: revenue,
         revenue_per_user_cuped: cuped_result,
         conversions_per_prediction: ratio_result,
-        adjusted_p_values: BTreeMap::new(),
+        adjusted_p_values: AdjustedPValues::default(),
     }
 }
 
@@ -723,55 +759,43 @@ fn ratio_output(
     }
 }
 
-fn p_of(v: &VariantOutput, metric: &str) -> Option<f64> {
+/// The metric's fixed-horizon p-value: `None` when the metric is absent, `Some(None)` when
+/// its p-value is undefined.
+fn p_of(v: &VariantOutput, metric: Metric) -> Option<Option<f64>> {
     match metric {
-        "conversion" => v.conversion.as_ref().and_then(|c| c.comparison.p_value),
-        "revenue_per_user" => v
-            .revenue_per_user
-            .as_ref()
-            .and_then(|c| c.comparison.p_value),
-        _ => v
+        Metric::Conversion => v.conversion.as_ref().map(|c| c.comparison.p_value),
+        Metric::Revenue => v.revenue_per_user.as_ref().map(|c| c.comparison.p_value),
+        Metric::Ratio => v
             .conversions_per_prediction
             .as_ref()
-            .and_then(|c| c.comparison.p_value),
-    }
-}
-
-fn present(v: &VariantOutput, metric: &str) -> bool {
-    match metric {
-        "conversion" => v.conversion.is_some(),
-        "revenue_per_user" => v.revenue_per_user.is_some(),
-        _ => v.conversions_per_prediction.is_some(),
+            .map(|c| c.comparison.p_value),
     }
 }
 
 /// Holm and BH over every defined (variant, metric) p-value of the analysis.
 fn adjust_family(variants: &mut [VariantOutput]) {
-    let mut slots = Vec::new();
-    let mut ps = Vec::new();
-    for (vi, v) in variants.iter().enumerate() {
+    let mut slots = Vec::with_capacity(variants.len() * FAMILY.len());
+    let mut ps = Vec::with_capacity(variants.len() * FAMILY.len());
+    for (vi, v) in variants.iter_mut().enumerate() {
         for m in FAMILY {
-            if let Some(p) = p_of(v, m) {
-                slots.push((vi, m));
-                ps.push(p);
+            match p_of(v, m) {
+                Some(Some(p)) => {
+                    slots.push((vi, m));
+                    ps.push(p);
+                }
+                Some(None) => {
+                    *v.adjusted_p_values.holm.slot(m) = Some(None);
+                    *v.adjusted_p_values.benjamini_hochberg.slot(m) = Some(None);
+                }
+                None => {}
             }
         }
     }
     let (h, bh) = (holm(&ps), benjamini_hochberg(&ps));
-    for v in variants.iter_mut() {
-        let metrics: Vec<&'static str> = FAMILY.into_iter().filter(|m| present(v, m)).collect();
-        for method in ["holm", "benjamini_hochberg"] {
-            let entry = v.adjusted_p_values.entry(method).or_default();
-            for &m in &metrics {
-                entry.insert(m, None);
-            }
-        }
-    }
     for (k, &(vi, m)) in slots.iter().enumerate() {
         let a = &mut variants[vi].adjusted_p_values;
-        a.get_mut("holm").map(|e| e.insert(m, Some(h[k])));
-        a.get_mut("benjamini_hochberg")
-            .map(|e| e.insert(m, Some(bh[k])));
+        *a.holm.slot(m) = Some(Some(h[k]));
+        *a.benjamini_hochberg.slot(m) = Some(Some(bh[k]));
     }
 }
 

@@ -97,8 +97,16 @@ pub struct ConversionResult {
     pub comparison: Comparison,
 }
 
+/// z = Φ⁻¹(1 − α/2). The usual alphas are tabulated (checked against [`normal_isf`] in the
+/// tests) because the quantile would otherwise be recomputed for every metric of every variant.
 fn z_crit(alpha: f64) -> f64 {
-    normal_isf(alpha / 2.0)
+    match alpha {
+        // Correctly rounded (mpmath, 40 digits).
+        0.05 => 1.959_963_984_540_054_3,
+        0.01 => 2.575_829_303_548_901,
+        0.1 => 1.644_853_626_951_472_6,
+        _ => normal_isf(alpha / 2.0),
+    }
 }
 
 /// Relative lift and its delta-method interval given the means and the variances of the means.
@@ -302,6 +310,17 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tabulated_quantiles_are_exact() {
+        for alpha in [0.05, 0.01, 0.1] {
+            let (tab, computed) = (z_crit(alpha), normal_isf(alpha / 2.0));
+            assert!(
+                (tab - computed).abs() <= 4.0 * f64::EPSILON * tab,
+                "{alpha}: {tab} vs {computed}"
+            );
+        }
+    }
 
     #[test]
     fn spotify_ztest_reference() {

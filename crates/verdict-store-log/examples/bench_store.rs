@@ -32,6 +32,7 @@ struct Config {
     pg: Option<String>,
     index_events: u64,
     replay_only: u64,
+    writers_only: Option<usize>,
 }
 
 fn parse_args() -> Config {
@@ -41,6 +42,7 @@ fn parse_args() -> Config {
         pg: Some("host=127.0.0.1 user=postgres dbname=test".into()),
         index_events: 0,
         replay_only: 0,
+        writers_only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -49,6 +51,14 @@ fn parse_args() -> Config {
             "--dir" => c.dir = args.next().expect("--dir DIR").into(),
             "--pg" => c.pg = Some(args.next().expect("--pg CONNINFO")),
             "--skip-pg" => c.pg = None,
+            "--writers-only" => {
+                c.writers_only = Some(
+                    args.next()
+                        .expect("--writers-only N")
+                        .parse()
+                        .expect("count"),
+                )
+            }
             "--replay-only" => {
                 c.replay_only = args
                     .next()
@@ -100,6 +110,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if let Some(writers) = cfg.writers_only {
+        // The log alone, for profiling: single-event appends with `writers` writers.
+        let store = LogStore::open(cfg.dir.join("log"), LogOptions::default()).unwrap();
+        let r = rt.block_on(log_single(&store, writers, cfg.secs));
+        println!("log single-event appends, {writers} writers: {r:.0} events/s");
+        rt.block_on(store.close()).unwrap();
+        let _ = std::fs::remove_dir_all(&cfg.dir);
+        return;
+    }
     if cfg.replay_only > 0 {
         replay_only(&rt, &cfg.dir.join("replay"), cfg.replay_only);
         let _ = std::fs::remove_dir_all(&cfg.dir);
@@ -226,27 +245,16 @@ fn print_row(r: &Row) {
 /// Raw sequential write rate (MiB/s) and fdatasync latency (p50, p99 in µs).
 fn raw_disk(dir: &Path) -> (f64, f64, f64) {
     let path = dir.join("raw");
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    let started = Instant::now();
-    for _ in 0..1024 {
-        f.write_all(&chunk).unwrap();
-    }
-    f.sync_data().unwrap();
-    let mib_s = 1024.0 / started.elapsed().as_secs_f64();
-    drop(f);
-    std::fs::remove_file(&path).unwrap();
-    let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .unwrap()
+    };
+    // fdatasync latency first, before the 1 GiB write below disturbs the file system.
+    let mut f = open();
     let rec = [0xa5u8; 256];
     let mut lat: Vec<f64> = (0..2000)
         .map(|_| {
@@ -257,11 +265,23 @@ fn raw_disk(dir: &Path) -> (f64, f64, f64) {
         })
         .collect();
     lat.sort_by(f64::total_cmp);
+    drop(f);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut f = open();
+    let started = Instant::now();
+    for _ in 0..1024 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_data().unwrap();
+    let mib_s = 1024.0 / started.elapsed().as_secs_f64();
+    drop(f);
     std::fs::remove_file(&path).unwrap();
+    std::thread::sleep(Duration::from_secs(1)); // let the unlink's journal work settle
     (mib_s, lat[lat.len() / 2], lat[lat.len() * 99 / 100])
 }
 
 async fn log_single(store: &LogStore, writers: usize, secs: f64) -> f64 {
+    let (groups0, appends0) = store.group_stats();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -287,7 +307,15 @@ async fn log_single(store: &LogStore, writers: usize, secs: f64) -> f64 {
     for t in tasks {
         t.await.unwrap();
     }
-    rate(count.load(Ordering::Relaxed), started.elapsed())
+    let elapsed = started.elapsed();
+    let (groups, appends) = store.group_stats();
+    let (groups, appends) = (groups - groups0, appends - appends0);
+    println!(
+        "  log, {writers} writers: {groups} group commits, {:.1} appends per fsync, {:.0} µs per group",
+        appends as f64 / groups as f64,
+        elapsed.as_secs_f64() * 1e6 / groups as f64
+    );
+    rate(count.load(Ordering::Relaxed), elapsed)
 }
 
 /// Events/s and record bytes/s.

@@ -142,6 +142,10 @@ pub(crate) struct Shared {
     files: RwLock<Vec<Arc<Segment>>>,
     /// The durable head: readers never look past it.
     head: AtomicU64,
+    /// Group commits done (one `write` + one `fdatasync` each) since open.
+    groups: AtomicU64,
+    /// Appends answered by those groups.
+    group_appends: AtomicU64,
     head_rx: watch::Receiver<u64>,
     /// Set once, by the writer, when an I/O error stopped it.
     poison: OnceLock<String>,
@@ -294,6 +298,8 @@ impl LogStore {
             index: RwLock::new(index),
             files: RwLock::new(files),
             head: AtomicU64::new(scan.head),
+            groups: AtomicU64::new(0),
+            group_appends: AtomicU64::new(0),
             head_rx,
             poison: OnceLock::new(),
         });
@@ -326,6 +332,15 @@ impl LogStore {
     /// The directory this store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Group commits since open and the appends they carried: `appends / groups` is the
+    /// average group size, i.e. how many appends shared one fsync.
+    pub fn group_stats(&self) -> (u64, u64) {
+        (
+            self.shared.groups.load(Ordering::Relaxed),
+            self.shared.group_appends.load(Ordering::Relaxed),
+        )
     }
 
     /// Why the writer stopped, if an I/O error stopped it.

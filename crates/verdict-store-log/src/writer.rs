@@ -17,6 +17,10 @@ use crate::recovery::segment_path;
 use crate::storage::{LogFile, Storage};
 use crate::{DirLock, LogOptions, Shared};
 
+/// How long the writer waits for stragglers of a group, see `Writer::run`: a fraction of an
+/// fsync (~130-170 µs here), so it adds little latency and can halve the fsyncs.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// A message to the writer.
 pub(crate) enum Request {
     /// Append a batch.
@@ -66,11 +70,16 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut group: Vec<Request> = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        // Appends in the previous group: the writers it answered are likely about to send again.
+        let mut last_group = 0usize;
         while let Some(first) = rx.blocking_recv() {
-            // Group commit: take everything already queued, up to the limits. No waiting:
-            // requests that arrive during this group's fsync form the next group.
+            // Group commit: take everything queued, up to the limits. If fewer appends are
+            // queued than the last group had, wait a little (yielding, at most GATHER) for the
+            // writers just answered to come back; otherwise groups alternate between a few
+            // appends and the rest, and every other fsync is wasted.
             let mut bytes = request_bytes(&first);
             group.push(first);
+            let deadline = std::time::Instant::now() + GATHER;
             while group.len() < self.options.max_group_appends
                 && bytes < self.options.max_group_bytes
             {
@@ -79,9 +88,13 @@ impl Writer {
                         bytes += request_bytes(&req);
                         group.push(req);
                     }
+                    Err(_) if group.len() < last_group && std::time::Instant::now() < deadline => {
+                        std::thread::yield_now();
+                    }
                     Err(_) => break,
                 }
             }
+            last_group = group.len();
             let mut closing = false;
             let appends: Vec<_> = group
                 .drain(..)
@@ -184,6 +197,10 @@ impl Writer {
             self.active_len += buf.len() as u64;
             let head = self.next_position - 1;
             self.shared.head.store(head, Ordering::Release);
+            self.shared.groups.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .group_appends
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
             self.head_tx.send_replace(head);
         }
         for (reply, outcome) in replies {

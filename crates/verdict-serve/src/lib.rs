@@ -5,13 +5,20 @@
 //! - [`Registry`]: resolves a variant's `model` (a registered name such as `rec-v1`, or a
 //!   URI such as `builtin:rec-v2`) to a [`Model`], and refuses unknown names up front so
 //!   experiment creation can name the bad variant.
-//! - [`builtin`]: deterministic models that need nothing installed, used until a real
-//!   model is configured and by tests.
+//! - [`onnx`]: in-process ONNX models behind an engine trait (tract by default); the
+//!   default `rec-v1`/`rec-v2` are small ONNX recommenders shipped in `models/`.
+//! - [`http`]: proxies to model servers (MLflow, KServe V2 / MLServer, BentoML) with pooled
+//!   connections and classified errors.
+//! - [`guard`]: per-model timeout, concurrency limit and circuit breaker.
+//! - [`builtin`]: deterministic models that need nothing installed, for tests and drills.
 //!
 //! Latency is measured by the caller around [`Model::predict`], so every backend is
 //! measured the same way.
 
 pub mod builtin;
+pub mod guard;
+pub mod http;
+pub mod onnx;
 pub mod registry;
 
 pub use registry::{Registry, RegistryError};

@@ -7,7 +7,7 @@
 //! [`Comparison::null_reasons`].
 
 use crate::bayes::{beta_binomial, normal_approx, BayesResult};
-use crate::dist::{normal_isf, normal_two_sided_p, t_isf, t_two_sided_p};
+use crate::dist::{cornish_fisher, normal_isf, normal_two_sided_p, t_isf, t_two_sided_p};
 use crate::sequential::confidence_sequence;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -268,7 +268,13 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
         let se = var.sqrt();
         let df = var * var / (vm_c * vm_c / (c.n - 1.0) + vm_t * vm_t / (t.n - 1.0));
         cmp.p_value = Some(t_two_sided_p(diff / se, df));
-        let half = t_isf(s.alpha / 2.0, df) * se;
+        // At large df the quantile follows from the tabulated z without a Newton solve.
+        let t_crit = if df >= 1e4 && z <= crate::dist::CORNISH_FISHER_MAX_Z {
+            cornish_fisher(z, df)
+        } else {
+            t_isf(s.alpha / 2.0, df)
+        };
+        let half = t_crit * se;
         cmp.diff_ci = Some([diff - half, diff + half]);
         sequential(&mut cmp, diff, se, c.n + t.n, s);
         set_bayes(&mut cmp, normal_approx(diff, se));

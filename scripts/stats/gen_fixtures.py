@@ -19,6 +19,7 @@ if a library disagrees beyond what its own floating point explains, so a fixture
 a formula that only this script believes.
 """
 import argparse
+import collections
 import json
 import math
 import os
@@ -48,10 +49,14 @@ def f(x):
     return float(x)
 
 
+CHECKS = collections.Counter()
+
+
 def check(name, ours, lib, rtol, atol=0.0):
     """Stops when a library disagrees with the mpmath reference."""
     if ours is None or lib is None or (isinstance(lib, float) and math.isnan(lib)):
         return
+    CHECKS[name.split("(")[0].split(" lo")[0].split(" hi")[0]] += 1
     if abs(f(ours) - lib) > rtol * abs(f(ours)) + atol:
         sys.exit(f"cross-check failed: {name}: mpmath {f(ours)!r} vs library {lib!r}")
 
@@ -187,7 +192,7 @@ FIELDS = ["diff", "diff_ci", "relative", "relative_ci", "p_value", "sequential_c
           "sequential_p_value", "chance_to_beat_control", "risk", "risk_control"]
 
 
-def conversion(c, t, alpha, tuning):
+def conversion(c, t, alpha, tuning, gb=None):
     nc, xc, nt, xt = c["users"], c["conversions"], t["users"], t["conversions"]
     out = {"rate": f(mp.mpf(xt) / nt) if nt >= 1 else None}
     out.update(empty(FIELDS))
@@ -216,6 +221,11 @@ def conversion(c, t, alpha, tuning):
         ci, sp = sequential(diff, se, nc + nt, alpha, tuning)
         out["sequential_ci"] = [f(ci[0]), f(ci[1])]
         out["sequential_p_value"] = f(sp)
+        if gb is not None and gb.get("error") is None:
+            check("gbstats sequential (proportion) lo", ci[0], gb["ci"][0], 1e-9, 1e-15)
+            check("gbstats sequential (proportion) hi", ci[1], gb["ci"][1], 1e-9, 1e-15)
+            if sp > 1e-250:
+                check("gbstats sequential (proportion) p", sp, gb["p_value"], 1e-9)
     if pc > 0:
         rel = diff / pc
         out["relative"] = f(rel)
@@ -227,7 +237,7 @@ def conversion(c, t, alpha, tuning):
     return out
 
 
-def mean_compare(c, t, alpha, tuning, base=None, gb=None):
+def mean_compare(c, t, alpha, tuning, base=None, gb=None, seq_gb=None):
     """c, t = (n, mean, var) in mpmath; gb = gbstats result to cross-check."""
     (nc, mc, vc), (nt, mt, vt) = c, t
     out = empty(FIELDS)
@@ -250,6 +260,11 @@ def mean_compare(c, t, alpha, tuning, base=None, gb=None):
         ci, sp = sequential(diff, se, nc + nt, alpha, tuning)
         out["sequential_ci"] = [f(ci[0]), f(ci[1])]
         out["sequential_p_value"] = f(sp)
+        if seq_gb is not None and seq_gb.get("error") is None:
+            check("gbstats sequential lo", ci[0], seq_gb["ci"][0], 1e-9, 1e-12)
+            check("gbstats sequential hi", ci[1], seq_gb["ci"][1], 1e-9, 1e-12)
+            if sp > 1e-250:
+                check("gbstats sequential p", sp, seq_gb["p_value"], 1e-9)
         ctb, risk, risk_c = normal_bayes(diff, se)
         out["chance_to_beat_control"], out["risk"], out["risk_control"] = f(ctb), f(risk), f(risk_c)
         if gb is not None and gb.get("error") is None:
@@ -268,11 +283,11 @@ def mean_compare(c, t, alpha, tuning, base=None, gb=None):
     return out
 
 
-def revenue(c, t, alpha, tuning):
+def revenue(c, t, alpha, tuning, seq_gb=None, gb=None):
     mc = moments(c["users"], c["revenue"]["sum"], c["revenue"]["sum_squares"])
     mt = moments(t["users"], t["revenue"]["sum"], t["revenue"]["sum_squares"])
     out = {"mean": f(mt[1]) if t["users"] >= 1 else None}
-    out.update(mean_compare(mc, mt, alpha, tuning))
+    out.update(mean_compare(mc, mt, alpha, tuning, gb=gb, seq_gb=seq_gb))
     if mc[2] + mt[2] > 0 and c["users"] >= 2 and t["users"] >= 2:
         lib = stats.ttest_ind_from_stats(f(mt[1]), math.sqrt(f(mt[2])), t["users"], f(mc[1]), math.sqrt(f(mc[2])),
                                          c["users"], equal_var=False).pvalue
@@ -349,8 +364,10 @@ def analyze(doc, gb_results):
         if v is ctl:
             continue
         o = {"key": v["key"], "users": v["users"]}
-        o["conversion"] = conversion(ctl, v, alpha, tuning)
-        o["revenue_per_user"] = revenue(ctl, v, alpha, tuning) if "revenue" in v else None
+        o["conversion"] = conversion(ctl, v, alpha, tuning, gb_results.get((v["key"], "seq_conv")))
+        o["revenue_per_user"] = (revenue(ctl, v, alpha, tuning, gb_results.get((v["key"], "seq_rev")),
+                                         gb_results.get((v["key"], "welch")))
+                                 if "revenue" in v else None)
         if "pre" in v:
             o["revenue_per_user_cuped"] = cuped(ctl, v, alpha, tuning, gb_results[(v["key"], "cuped")])
         if "predictions" in v:
@@ -481,6 +498,13 @@ def cases():
         variant("base", 12100, 1210, moments_rev(12100, 3.9, 10.0))]})
     add("gbstats test vectors as revenue", {"variants": [
         variant("control", 3407, 1000, (1396.87, 52377.9767)), variant("treatment", 3461, 1100, (2422.7, 134698.29))]})
+    add("n = 1e9, 0 vs 3 conversions", {"variants": [variant("control", 1_000_000_000, 0),
+                                                     variant("treatment", 1_000_000_000, 3)]})
+    add("very unequal arms", {"weights": {"control": 0.99, "treatment": 0.01}, "variants": [
+        variant("control", 990_000, 49_500, moments_rev(990_000, 2.5, 6.0)),
+        variant("treatment", 100, 7, moments_rev(100, 3.5, 8.0))]})
+    add("alpha 0.2, N* 1000", {"alpha": 0.2, "sequential_tuning": 1000, "variants": [
+        variant("control", 800, 80, moments_rev(800, 1.0, 2.0)), variant("treatment", 820, 95, moments_rev(820, 1.1, 2.0))]})
     for i in range(10):
         k = int(rng.integers(2, 5))
         n = [int(x) for x in rng.integers(50, 200000, size=k)]
@@ -500,9 +524,25 @@ def gb_requests(docs):
         vs = doc["input"]["variants"]
         ctl = next(v for v in vs if v["key"] == doc["input"].get("control", "control"))
         alpha = doc["input"].get("alpha", 0.05)
+        tuning = doc["input"].get("sequential_tuning", 5000)
         for v in vs:
             if v is ctl:
                 continue
+            # gbstats divides by zero where the spec says null; ask it only where defined.
+            if min(v["users"], ctl["users"]) >= 2 and 0 < v["conversions"] + ctl["conversions"]:
+                pc, pt = ctl["conversions"] / ctl["users"], v["conversions"] / v["users"]
+                if pc * (1 - pc) + pt * (1 - pt) > 0 and pc > 0:
+                    reqs.append({"kind": "sequential_prop", "alpha": alpha, "tuning": tuning,
+                                 "a": {"n": ctl["users"], "sum": ctl["conversions"]},
+                                 "b": {"n": v["users"], "sum": v["conversions"]}})
+                    keys.append((ci, v["key"], "seq_conv"))
+            if "revenue" in v and min(v["users"], ctl["users"]) >= 2 and ctl["revenue"]["sum"] != 0:
+                reqs.append({"kind": "sequential", "alpha": alpha, "tuning": tuning,
+                             "a": {"n": ctl["users"], **ctl["revenue"]}, "b": {"n": v["users"], **v["revenue"]}})
+                keys.append((ci, v["key"], "seq_rev"))
+                reqs.append({"kind": "welch", "alpha": alpha,
+                             "a": {"n": ctl["users"], **ctl["revenue"]}, "b": {"n": v["users"], **v["revenue"]}})
+                keys.append((ci, v["key"], "welch"))
             if "pre" in v:
                 reqs.append({"kind": "cuped", "alpha": alpha, "a": cuped_sums(ctl), "b": cuped_sums(v)})
                 keys.append((ci, v["key"], "cuped"))
@@ -543,6 +583,7 @@ def main():
         json.dump({"meta": meta, **distributions()}, fh, indent=1)
         fh.write("\n")
     print(f"wrote {len(docs)} analysis cases and the distribution tables to {OUT}")
+    print("library cross-checks passed:", ", ".join(f"{k} ×{v}" for k, v in sorted(CHECKS.items())))
 
 
 if __name__ == "__main__":

@@ -445,7 +445,7 @@ pub struct VariantOutput {
     /// Variant key.
     pub key: String,
     /// Users assigned.
-    pub users: f64,
+    pub users: u64,
     /// Conversion, `null` without conversion data.
     pub conversion: Option<ConversionResult>,
     /// Revenue per user, `null` without revenue data.
@@ -500,7 +500,7 @@ pub struct ControlOutput {
     /// Control key.
     pub key: String,
     /// Users assigned.
-    pub users: f64,
+    pub users: u64,
     /// Control conversion rate.
     pub conversion_rate: Option<f64>,
     /// Control revenue per user.
@@ -523,7 +523,7 @@ pub struct PowerOutput {
     /// Users per variant needed (statsmodels `NormalIndPower`, not rounded).
     pub users_per_variant: Option<f64>,
     /// The same, rounded up to whole users.
-    pub users_per_variant_ceil: Option<f64>,
+    pub users_per_variant_ceil: Option<u64>,
     /// Smallest variant's users over `users_per_variant` (above 1 once reached).
     pub share_reached: Option<f64>,
     /// Why fields are null.
@@ -592,7 +592,8 @@ pub fn analyze(input: &AnalysisInput) -> AnalysisOutput {
         .map(|x| x / ctl.users);
     let control = ControlOutput {
         key: ctl.key.clone(),
-        users: ctl.users,
+        // Validated as a non-negative integer on input.
+        users: ctl.users as u64,
         conversion_rate,
         revenue_per_user: ctl
             .revenue
@@ -660,7 +661,7 @@ fn analyze_variant(ctl: &VariantInput, v: &VariantInput, s: &Settings) -> Varian
     };
     VariantOutput {
         key: v.key.clone(),
-        users: v.users,
+        users: v.users as u64,
         conversion: conversion_result,
         revenue_per_user: revenue,
         revenue_per_user_cuped: cuped_result,
@@ -825,7 +826,7 @@ fn power_output(input: &AnalysisInput, control_rate: Option<f64>) -> PowerOutput
         Ok(s) => {
             out.effect_size = Some(s.effect_size);
             out.users_per_variant = Some(s.users_per_variant);
-            out.users_per_variant_ceil = Some(s.users_per_variant.ceil());
+            out.users_per_variant_ceil = Some(s.users_per_variant.ceil() as u64);
             let smallest = input
                 .variants
                 .iter()

@@ -84,6 +84,46 @@ fn parse_args() -> Config {
     c
 }
 
+/// Real files without `fdatasync` (diagnostics only: NOT durable).
+#[derive(Debug)]
+struct NoSync;
+
+struct NoSyncFile(std::fs::File);
+
+impl verdict_store_log::storage::LogFile for NoSyncFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl verdict_store_log::Storage for NoSync {
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn verdict_store_log::storage::LogFile>> {
+        Ok(Box::new(NoSyncFile(
+            OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(path)?,
+        )))
+    }
+
+    fn open_append(
+        &self,
+        path: &Path,
+    ) -> std::io::Result<Box<dyn verdict_store_log::storage::LogFile>> {
+        Ok(Box::new(NoSyncFile(
+            OpenOptions::new().append(true).open(path)?,
+        )))
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 static PAYLOAD_BYTES: [u8; PAYLOAD] = [b'x'; PAYLOAD];
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
@@ -131,7 +171,16 @@ fn main() {
         .unwrap();
     if let Some(writers) = cfg.writers_only {
         // The log alone, for profiling: single-event appends with `writers` writers.
-        let store = LogStore::open(cfg.dir.join("log"), LogOptions::default()).unwrap();
+        // VERDICT_BENCH_NOSYNC=1 replaces fdatasync with nothing: the pipeline's CPU ceiling.
+        let options = if std::env::var_os("VERDICT_BENCH_NOSYNC").is_some() {
+            LogOptions {
+                storage: Arc::new(NoSync),
+                ..LogOptions::default()
+            }
+        } else {
+            LogOptions::default()
+        };
+        let store = LogStore::open(cfg.dir.join("log"), options).unwrap();
         let r = rt.block_on(log_single(&store, writers, cfg.secs));
         println!("log single-event appends, {writers} writers: {r:.0} events/s");
         rt.block_on(store.close()).unwrap();
@@ -153,6 +202,12 @@ fn main() {
         cfg.secs
     );
     println!("dir: {}", cfg.dir.display());
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
 
     let (raw_mib_s, fsync_p50, fsync_p99) = raw_disk(&cfg.dir);
     println!("raw sequential write (1 MiB writes, 1 GiB, one fsync): {raw_mib_s:.0} MiB/s");
@@ -253,6 +308,13 @@ fn main() {
         );
     }
 
+    println!();
+    println!(
+        "load average at end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     if cfg.index_events > 0 {
         index_memory(&rt, &cfg.dir.join("index"), cfg.index_events);
     }

@@ -39,6 +39,8 @@ pub fn cuped(c: &CupedSums, t: &CupedSums) -> (f64, Moments, Moments) {
     } else {
         0.0
     };
+    // A subnormal pre-period variance can overflow θ; no adjustment beats a wrong one.
+    let theta = if theta.is_finite() { theta } else { 0.0 };
     (theta, adjusted(c, theta), adjusted(t, theta))
 }
 

@@ -59,6 +59,39 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// Last line of defence for "never NaN": a figure that overflowed on extreme input
+    /// (a subnormal control mean, variances near 1e308) becomes `null` with a reason
+    /// instead of serialising as a bare `null`.
+    fn finalize(&mut self) {
+        const OVERFLOW: &str = "not representable (numerical overflow on extreme input)";
+        let mut bad = Vec::new();
+        let mut scalar = |name: &'static str, v: &mut Option<f64>| {
+            if v.is_some_and(|x| !x.is_finite()) {
+                *v = None;
+                bad.push(name);
+            }
+        };
+        scalar("diff", &mut self.diff);
+        scalar("relative", &mut self.relative);
+        scalar("p_value", &mut self.p_value);
+        scalar("sequential_p_value", &mut self.sequential_p_value);
+        scalar("chance_to_beat_control", &mut self.chance_to_beat_control);
+        scalar("risk", &mut self.risk);
+        scalar("risk_control", &mut self.risk_control);
+        let mut interval = |name: &'static str, v: &mut Option<[f64; 2]>| {
+            if v.is_some_and(|[lo, hi]| !(lo.is_finite() && hi.is_finite())) {
+                *v = None;
+                bad.push(name);
+            }
+        };
+        interval("diff_ci", &mut self.diff_ci);
+        interval("relative_ci", &mut self.relative_ci);
+        interval("sequential_ci", &mut self.sequential_ci);
+        for name in bad {
+            self.null_reasons.insert(name, OVERFLOW);
+        }
+    }
+
     fn undefined(&mut self, fields: &[&'static str], reason: &'static str) {
         for f in fields {
             self.null_reasons.entry(f).or_insert(reason);
@@ -115,7 +148,8 @@ fn relative(cmp: &mut Comparison, m_c: f64, vm_c: f64, m_t: f64, vm_t: f64, z: f
         cmp.undefined(&["relative", "relative_ci"], "control mean is zero");
         return;
     }
-    let rel = m_t / m_c - 1.0;
+    // (m_t − m_c)/m_c rather than m_t/m_c − 1: no cancellation for small lifts.
+    let rel = (m_t - m_c) / m_c;
     cmp.relative = Some(rel);
     let m_c2 = m_c * m_c;
     let var = vm_t / m_c2 + m_t * m_t * vm_c / (m_c2 * m_c2);
@@ -188,6 +222,7 @@ pub fn conversion(c: Counts, t: Counts, s: &Settings) -> ConversionResult {
         &mut cmp,
         beta_binomial(c.conversions, c.users, t.conversions, t.users),
     );
+    cmp.finalize();
     ConversionResult {
         rate,
         comparison: cmp,
@@ -264,9 +299,13 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
     let var = vm_c + vm_t;
     let z = z_crit(s.alpha);
     let (base_c, base_t) = base.unwrap_or((c.mean, t.mean));
-    if var > 0.0 {
+    if var > 0.0 && var.is_finite() {
         let se = var.sqrt();
-        let df = var * var / (vm_c * vm_c / (c.n - 1.0) + vm_t * vm_t / (t.n - 1.0));
+        // Welch–Satterthwaite on variances scaled to at most 1, so that squaring neither
+        // underflows (1e-300) nor overflows (1e300).
+        let scale = vm_c.max(vm_t);
+        let (a, b) = (vm_c / scale, vm_t / scale);
+        let df = (a + b) * (a + b) / (a * a / (c.n - 1.0) + b * b / (t.n - 1.0));
         cmp.p_value = Some(t_two_sided_p(diff / se, df));
         // At large df the quantile follows from the tabulated z without a Newton solve.
         let t_crit = if df >= 1e4 && z <= crate::dist::CORNISH_FISHER_MAX_Z {
@@ -307,6 +346,7 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
             cmp.undefined(&["relative_ci"], "zero variance");
         }
     }
+    cmp.finalize();
     MeanResult {
         mean,
         comparison: cmp,

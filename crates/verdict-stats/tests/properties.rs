@@ -18,10 +18,12 @@ fn counts() -> impl Strategy<Value = Counts> {
 }
 
 fn moments(min_n: f64) -> impl Strategy<Value = Moments> {
+    // Variances include exact zero and the extremes where naive squaring under/overflows;
+    // means include a subnormal one (relative lift overflows).
     (
         min_n.log10()..7.0,
-        -1e3f64..1e3,
-        prop_oneof![Just(0.0), 1e-3f64..1e6],
+        prop_oneof![-1e3f64..1e3, Just(1e-310)],
+        prop_oneof![Just(0.0), 1e-3f64..1e6, Just(1e-300), Just(1e300)],
     )
         .prop_map(|(e, mean, var)| Moments {
             n: 10f64.powf(e).round(),

@@ -225,9 +225,15 @@ impl AnalysisInput {
         let (mut mde, mut power, mut baseline_rate) = (None, 0.8, None);
         let mut read_power =
             |obj: &Map<String, Value>, prefix: &str, power_key: bool| -> Result<(), Error> {
-                if let Some((v, name)) =
-                    get(obj, &["mde", "relative_mde", "minimum_detectable_effect"])
-                {
+                if let Some((v, name)) = get(
+                    obj,
+                    &[
+                        "mde",
+                        "relative_mde",
+                        "mde_relative",
+                        "minimum_detectable_effect",
+                    ],
+                ) {
                     mde = Some(number(v, &format!("{prefix}{name}"))?);
                 }
                 if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
@@ -309,7 +315,9 @@ fn parse_variant(v: &Value, path: &str) -> Result<VariantInput, Error> {
     let (users_v, users_name) =
         get(obj, &["users", "n"]).ok_or_else(|| invalid(format!("{path}.users"), "missing"))?;
     let users = count(users_v, &format!("{path}.{users_name}"))?;
-    let conversions = match get(obj, &["conversions", "converted_users"]) {
+    // An explicit count of converting users wins over `conversions`, which some producers
+    // use for conversion events.
+    let conversions = match get(obj, &["converted_users", "conversions"]) {
         Some((c, name)) => {
             let field = format!("{path}.{name}");
             let x = count(c, &field)?;
@@ -335,15 +343,22 @@ fn parse_variant(v: &Value, path: &str) -> Result<VariantInput, Error> {
         Some((r, _)) => {
             let p = format!("{path}.pre");
             let r = object(r, &p)?;
-            let (sum, _) = required(r, &["sum"], &p)?;
-            let (sum_squares, f) = required(r, &["sum_squares", "sum_of_squares"], &p)?;
+            // GrowthBook's column names are accepted too (covariate_sum, …).
+            let (sum, _) = required(r, &["sum", "covariate_sum"], &p)?;
+            let (sum_squares, f) = required(
+                r,
+                &["sum_squares", "sum_of_squares", "covariate_sum_squares"],
+                &p,
+            )?;
             check_squares(users, sum, sum_squares, &f)?;
             let (sum_products, _) = required(
                 r,
                 &[
                     "sum_products",
                     "sum_of_products",
+                    "sum_product",
                     "post_pre_sum_of_products",
+                    "main_covariate_sum_product",
                     "cross_sum",
                 ],
                 &p,
@@ -843,4 +858,80 @@ fn power_output(input: &AnalysisInput, control_rate: Option<f64>) -> PowerOutput
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn field_of(doc: Value) -> String {
+        match AnalysisInput::from_json(&doc) {
+            Err(Error::InvalidInput { field, .. }) => field,
+            Ok(_) => panic!("accepted {doc}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let v = |users: Value| json!({"variants": [{"key": "control", "users": 10}, {"key": "t", "users": users}]});
+        assert_eq!(field_of(v(json!(-1))), "variants[1].users");
+        assert_eq!(field_of(v(json!(2.5))), "variants[1].users");
+        assert_eq!(field_of(v(json!("7"))), "variants[1].users");
+        assert_eq!(
+            field_of(json!({"variants": [{"key": "a", "users": 1}]})),
+            "variants"
+        );
+        assert_eq!(field_of(json!([])), "$");
+        assert_eq!(
+            field_of(json!({"variants": [{"key": "a", "users": 1}, {"key": "a", "users": 1}]})),
+            "variants[1].key"
+        );
+        assert_eq!(
+            field_of(
+                json!({"sequential_tuning": 0, "variants": [{"key": "a", "users": 1}, {"key": "b", "users": 1}]})
+            ),
+            "sequential_tuning"
+        );
+        assert_eq!(
+            field_of(json!({"variants": [
+                {"key": "a", "users": 5, "revenue": {"sum": 1, "sum_squares": 1}, "pre": {"sum": 1, "sum_squares": 1}},
+                {"key": "b", "users": 1}]})),
+            "variants[0].pre.sum_products"
+        );
+    }
+
+    #[test]
+    fn converted_users_win_over_conversion_events() {
+        let doc = json!({"variants": [
+            {"key": "control", "users": 100, "conversions": 250, "converted_users": 40},
+            {"key": "t", "users": 100, "converted_users": 50}]});
+        let out = analyze(&AnalysisInput::from_json(&doc).unwrap());
+        assert_eq!(out.control.conversion_rate, Some(0.4));
+        assert_eq!(out.variants[0].conversion.as_ref().unwrap().rate, Some(0.5));
+    }
+
+    #[test]
+    fn prediction_totals_give_the_ratio_without_inference() {
+        let doc = json!({"variants": [
+            {"key": "control", "users": 100, "conversions": 10, "predictions": 400},
+            {"key": "t", "users": 100, "conversions": 12, "predictions": 400}]});
+        let out = analyze(&AnalysisInput::from_json(&doc).unwrap());
+        let r = out.variants[0].conversions_per_prediction.as_ref().unwrap();
+        assert_eq!(r.ratio, Some(0.03));
+        assert!((r.comparison.diff.unwrap() - 0.005).abs() < 1e-15);
+        assert_eq!(r.comparison.p_value, None);
+        assert!(r.comparison.null_reasons.contains_key("p_value"));
+    }
+
+    #[test]
+    fn power_is_null_with_a_reason_without_mde() {
+        let doc = json!({"variants": [
+            {"key": "control", "users": 100, "conversions": 10},
+            {"key": "t", "users": 100, "conversions": 12}]});
+        let out = analyze(&AnalysisInput::from_json(&doc).unwrap());
+        assert_eq!(out.power.users_per_variant, None);
+        assert_eq!(out.power.null_reason, Some("no mde given"));
+        assert_eq!(out.power.baseline_rate, Some(0.1));
+    }
 }

@@ -1,0 +1,200 @@
+//! Group commit, observed through a file layer whose `fdatasync` waits for the test's
+//! permission: nothing is acknowledged or visible before its fsync returns, and appends that
+//! queue up during one fsync share the next one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use verdict_store::conformance::events;
+use verdict_store::{EventStore, ExpectedVersion};
+use verdict_store_log::storage::LogFile;
+use verdict_store_log::{LogOptions, LogStore, Storage};
+
+/// Counts `write`s and `fdatasync`s; each fsync blocks until a permit is granted.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    permits: u64,
+    writes: u64,
+    syncs_started: u64,
+    syncs_done: u64,
+    open: bool,
+}
+
+impl Gate {
+    fn grant(&self, n: u64) {
+        self.state.lock().unwrap().permits += n;
+        self.changed.notify_all();
+    }
+
+    fn open_forever(&self) {
+        self.state.lock().unwrap().open = true;
+        self.changed.notify_all();
+    }
+
+    fn snapshot(&self) -> (u64, u64, u64) {
+        let s = self.state.lock().unwrap();
+        (s.writes, s.syncs_started, s.syncs_done)
+    }
+
+    /// Waits until `n` fsyncs have started (and are blocked).
+    fn wait_started(&self, n: u64) {
+        let s = self.state.lock().unwrap();
+        let (_s, timeout) = self
+            .changed
+            .wait_timeout_while(s, Duration::from_secs(10), |s| s.syncs_started < n)
+            .unwrap();
+        assert!(!timeout.timed_out(), "fsync {n} never started");
+    }
+}
+
+#[derive(Debug, Clone)]
+struct GatedStorage(Arc<Gate>);
+
+struct GatedFile {
+    file: File,
+    gate: Arc<Gate>,
+}
+
+impl LogFile for GatedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.gate.state.lock().unwrap().writes += 1;
+        self.file.write(buf)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let mut s = self.gate.state.lock().unwrap();
+        s.syncs_started += 1;
+        self.gate.changed.notify_all();
+        let mut s = self
+            .gate
+            .changed
+            .wait_while(s, |s| !s.open && s.permits == 0)
+            .unwrap();
+        if !s.open {
+            s.permits -= 1;
+        }
+        s.syncs_done += 1;
+        drop(s);
+        self.file.sync_data()
+    }
+}
+
+impl Storage for GatedStorage {
+    fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Box::new(GatedFile {
+            file,
+            gate: Arc::clone(&self.0),
+        }))
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Box::new(GatedFile {
+            file,
+            gate: Arc::clone(&self.0),
+        }))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends_share_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    gate.grant(1); // the first segment's header
+    let options = LogOptions {
+        storage: Arc::new(GatedStorage(Arc::clone(&gate))),
+        ..LogOptions::default()
+    };
+    let store = Arc::new(LogStore::open(tmp.path(), options).unwrap());
+    let (_, base_syncs, _) = gate.snapshot();
+
+    // One append: written, then stuck in its fsync.
+    let first = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append("a", ExpectedVersion::NoStream, events("E", 1))
+                .await
+        })
+    };
+    gate.wait_started(base_syncs + 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !first.is_finished(),
+        "acknowledged before its fsync returned"
+    );
+    assert_eq!(store.head().await.unwrap(), 0, "visible before durable");
+    assert!(store.read_all(1, 10).await.unwrap().is_empty());
+    assert_eq!(store.stream_version("a").await.unwrap(), 0);
+    let mut sub = store.subscribe(1).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), sub.next())
+            .await
+            .is_err(),
+        "delivered before durable"
+    );
+
+    // Fifty appends queue up behind that fsync.
+    let queued: Vec<_> = (0..50)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .append(&format!("q-{i}"), ExpectedVersion::Any, events("Q", 2))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(queued.iter().all(|t| !t.is_finished()));
+
+    // Release the first fsync: the first append is answered, and the fifty form one group.
+    gate.grant(1);
+    assert_eq!(first.await.unwrap().unwrap().first_position, 1);
+    gate.wait_started(base_syncs + 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.head().await.unwrap(), 1);
+    assert!(
+        queued.iter().all(|t| !t.is_finished()),
+        "acknowledged before the group's fsync"
+    );
+    gate.grant(1);
+    let mut positions = Vec::new();
+    for t in queued {
+        let r = t.await.unwrap().unwrap();
+        positions.extend(r.positions());
+    }
+    positions.sort_unstable();
+    assert_eq!(positions, (2..=101).collect::<Vec<_>>());
+    let (writes, syncs, done) = gate.snapshot();
+    assert_eq!(
+        syncs - base_syncs,
+        2,
+        "fifty waiting appends should share one fsync"
+    );
+    assert_eq!(done, syncs);
+    assert!(
+        writes <= base_syncs + 2,
+        "one write per group: {writes} writes"
+    );
+    assert_eq!(sub.next().await.unwrap().unwrap().position, 1);
+    gate.open_forever();
+    store.close().await.unwrap();
+}

@@ -246,7 +246,7 @@ fn main() {
         });
         print_row(rows.last().unwrap());
     }
-    for writers in [1usize, 4] {
+    for writers in [1usize, 4, 16] {
         let (log, log_bytes) = rt.block_on(log_batched(&store, writers, cfg.secs));
         let lite = sqlite.batched(writers, cfg.secs);
         let p = pg

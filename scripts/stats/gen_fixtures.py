@@ -114,6 +114,22 @@ def distributions():
             v = t_isf(q, df)
             check(f"t.isf({q},{df})", v, stats.t.isf(q, df), 1e-8)
             out["t_isf"].append({"q": q, "df": df, "t": f(v)})
+    # Beta-posterior chance to beat control and risks over the whole range of sizes and rates.
+    out["beta"] = []
+    rng = np.random.default_rng(11)
+    for k in range(60):
+        n_c = int(round(10 ** rng.uniform(0.31, 9)))
+        n_t = int(round(n_c * 10 ** rng.uniform(-1, 1))) if k % 3 else n_c
+        n_t = max(n_t, 2)
+        rate = 10 ** rng.uniform(-6, math.log10(0.999))
+        x_c = int(min(n_c, rng.binomial(n_c, rate)))
+        x_t = int(min(n_t, rng.binomial(n_t, min(1.0, rate * rng.uniform(0.8, 1.25)))))
+        if k % 10 == 0:
+            x_t = 0
+        if k % 10 == 5:
+            x_c, x_t = n_c, n_t
+        p, risk, risk_c = beta_bayes(x_c, n_c, x_t, n_t)
+        out["beta"].append({"x_c": x_c, "n_c": n_c, "x_t": x_t, "n_t": n_t, "p": p, "risk": risk, "risk_control": risk_c})
     for df in [1, 2, 3, 5, 9]:
         for x in [0.0001, 0.5, 1.0, 3.84, 10.0, 18.18, 50.0, 200.0, 1000.0]:
             v = chi2_sf(x, df)

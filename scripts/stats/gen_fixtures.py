@@ -193,11 +193,17 @@ def beta_bayes(xc, nc, xt, nt):
     return p, risk, risk + mt - mc
 
 
+EPS = 2.0 ** -52
+
+
 def moments(n, s, ss):
     n, s, ss = mp.mpf(n), mp.mpf(s), mp.mpf(ss)
     mean = s / n
-    var = (ss - s * s / n) / (n - 1) if n >= 2 else mp.mpf(0)
-    return n, mean, max(var, mp.mpf(0))
+    centred = ss - s * s / n
+    # Within the rounding noise of the sums (16 ulp of Σx²) the spread is taken as zero,
+    # as the engine does: identical values must not produce a spurious variance.
+    var = centred / (n - 1) if n >= 2 and centred > 16 * EPS * abs(ss) else mp.mpf(0)
+    return n, mean, var
 
 
 def empty(names):
@@ -514,6 +520,9 @@ def cases():
         variant("base", 12100, 1210, moments_rev(12100, 3.9, 10.0))]})
     add("gbstats test vectors as revenue", {"variants": [
         variant("control", 3407, 1000, (1396.87, 52377.9767)), variant("treatment", 3461, 1100, (2422.7, 134698.29))]})
+    same = lambda n, v: (float(np.sum(np.full(n, v))), float(np.sum(np.full(n, v) ** 2)))
+    add("identical revenue per user", {"variants": [variant("control", 1000, 1000, same(1000, 9.99)),
+                                                    variant("treatment", 1000, 1000, same(1000, 9.99))]})
     add("n = 1e9, 0 vs 3 conversions", {"variants": [variant("control", 1_000_000_000, 0),
                                                      variant("treatment", 1_000_000_000, 3)]})
     add("very unequal arms", {"weights": {"control": 0.99, "treatment": 0.01}, "variants": [

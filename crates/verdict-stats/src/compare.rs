@@ -241,8 +241,10 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// Moments from a count, a sum and a sum of squares; the variance is clamped at zero
-    /// against rounding when all values are equal.
+    /// Moments from a count, a sum and a sum of squares. A centred sum of squares within
+    /// the rounding noise of the sums (16 ulp of Σx²) is taken as exactly zero: when every
+    /// user has the same value, Σx² − (Σx)²/n would otherwise leave a spurious 1e-12 that
+    /// makes every difference "significant".
     pub fn from_sums(n: f64, sum: f64, sum_squares: f64) -> Moments {
         if n < 1.0 {
             return Moments {
@@ -252,8 +254,9 @@ impl Moments {
             };
         }
         let mean = sum / n;
-        let variance = if n >= 2.0 {
-            ((sum_squares - sum * mean) / (n - 1.0)).max(0.0)
+        let centred = sum_squares - sum * mean;
+        let variance = if n >= 2.0 && centred > 16.0 * f64::EPSILON * sum_squares.abs() {
+            centred / (n - 1.0)
         } else {
             0.0
         };

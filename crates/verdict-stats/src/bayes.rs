@@ -117,7 +117,14 @@ impl Posterior {
 
     /// Log density relative to the mean from precomputed ln x and ln(1 − x).
     fn rel_density_logs(&self, ln_x: f64, ln_1mx: f64) -> f64 {
-        ((self.a - 1.0) * (ln_x - self.ln_mean) + (self.b - 1.0) * (ln_1mx - self.ln_1m_mean)).exp()
+        let g =
+            (self.a - 1.0) * (ln_x - self.ln_mean) + (self.b - 1.0) * (ln_1mx - self.ln_1m_mean);
+        // e^-80 ≈ 2e-35 of the density at the mean: nothing, and the exp is the hot spot.
+        if g < -80.0 {
+            0.0
+        } else {
+            g.exp()
+        }
     }
 
     fn rel_density(&self, x: f64) -> f64 {

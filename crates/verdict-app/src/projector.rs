@@ -86,6 +86,11 @@ impl Projections {
         *self.position.borrow()
     }
 
+    /// A receiver that changes whenever the projected position moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
     /// Waits until the model reflects `position`, at most `timeout`; false on timeout.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut rx = self.position.subscribe();

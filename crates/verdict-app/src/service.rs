@@ -764,6 +764,17 @@ impl CommandService {
         })
     }
 
+    /// Appends one event to its stream without a version check (alerts, outcomes).
+    pub async fn append_event(&self, event: Event) -> Result<u64, AppError> {
+        let data = self.event_data(&event, None);
+        let r = self
+            .store
+            .append(&event.stream(), ExpectedVersion::Any, vec![data])
+            .await
+            .map_err(store_error)?;
+        Ok(r.last_position)
+    }
+
     /// Records many outcome events at once: one durable append per experiment. Returns
     /// one result per event, in order.
     pub async fn record_many(

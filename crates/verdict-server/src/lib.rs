@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use verdict_app::monitor::MonitorRunner;
 use verdict_app::projector::{self, CheckpointPolicy, Projections};
 use verdict_app::service::{Clock, CommandService, SystemClock};
 use verdict_serve::Registry;
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub models: Vec<(String, String)>,
     /// How often projections are checkpointed.
     pub checkpoint: CheckpointPolicy,
+    /// Monitors run after every projected batch and at least this often.
+    pub monitor_every: Duration,
 }
 
 impl ServerConfig {
@@ -53,6 +56,7 @@ impl ServerConfig {
             api_keys: Vec::new(),
             models: Vec::new(),
             checkpoint: CheckpointPolicy::default(),
+            monitor_every: Duration::from_secs(5),
         }
     }
 }
@@ -86,7 +90,7 @@ pub struct AppState(Arc<Inner>);
 /// What [`AppState`] holds.
 pub struct Inner {
     /// The command side.
-    pub commands: CommandService,
+    pub commands: Arc<CommandService>,
     /// The read side.
     pub projections: Arc<Projections>,
     /// The event store.
@@ -123,7 +127,7 @@ impl AppState {
         for (name, uri) in &config.models {
             registry.register(name, uri);
         }
-        let commands = CommandService::open(store.clone(), registry, clock).await?;
+        let commands = Arc::new(CommandService::open(store.clone(), registry, clock).await?);
         Ok(Self(Arc::new(Inner {
             commands,
             projections,
@@ -140,6 +144,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     projector: tokio::task::JoinHandle<Result<(), verdict_app::projector::ProjectionError>>,
+    monitors: tokio::task::JoinHandle<()>,
     store: Arc<dyn EventStore>,
     /// Handler state (for in-process callers such as the demo).
     pub state: AppState,
@@ -179,10 +184,17 @@ pub async fn start_with_store(
     let (shutdown, rx) = watch::channel(false);
     let projector = tokio::spawn(projector::run(
         store.clone(),
-        projections,
+        projections.clone(),
         config.checkpoint,
         rx.clone(),
     ));
+    let runner = Arc::new(MonitorRunner::new(
+        state.commands.clone(),
+        projections,
+        Arc::new(SystemClock),
+    ));
+    let monitors =
+        tokio::spawn(runner.run(config.monitor_every, Duration::from_millis(200), rx.clone()));
     let app =
         api::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(config.body_limit));
     let addr = listener.local_addr()?;
@@ -199,6 +211,7 @@ pub async fn start_with_store(
         shutdown,
         http,
         projector,
+        monitors,
         store,
         state,
     })
@@ -221,6 +234,7 @@ impl Server {
             .http
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let _ = self.monitors.await;
         let projected = self
             .projector
             .await

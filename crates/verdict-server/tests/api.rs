@@ -626,3 +626,82 @@ async fn openapi_matches_the_router() {
     }
     app.stop().await;
 }
+
+/// A treatment whose model fails trips the P1 error-rate guardrail: the experiment is
+/// stopped automatically (`auto: true`, the alert as cause) and from then on every user
+/// gets the control.
+#[tokio::test]
+async fn a_failing_model_stops_its_experiment() {
+    let app = spawn_with(tempfile::tempdir().unwrap(), |c| {
+        c.monitor_every = Duration::from_millis(100)
+    })
+    .await;
+    let (status, v) = app
+        .post(
+            "/api/experiments",
+            json!({
+                "experiment_id": "guarded",
+                "variants": [{"key": "control", "model": "rec-v1"}, {"key": "treatment", "model": "builtin-failing:rec-v2"}],
+                "monitors": {"min_sample": 20},
+                "start": true
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let mut failed = 0;
+    for i in 0..200 {
+        let (status, p) = app
+            .post(
+                "/api/predictions",
+                json!({"experiment_id": "guarded", "user_id": format!("u{i}")}),
+            )
+            .await;
+        if status == StatusCode::BAD_GATEWAY {
+            assert_eq!(p["error"]["kind"], "internal");
+            failed += 1;
+        }
+    }
+    assert!(failed > 20, "{failed}");
+    // The monitor runs after projected batches; give it a few seconds.
+    let mut stopped = Value::Null;
+    for _ in 0..100 {
+        let (_, e) = app.get("/api/experiments/guarded").await;
+        if e["status"] == "stopped" {
+            stopped = e;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stopped["status"], "stopped",
+        "the guardrail did not stop the experiment"
+    );
+    assert_eq!(stopped["stop"]["auto"], true);
+    let (_, alerts) = app
+        .get(&format!("/api/alerts?min_position={}", stopped["position"]))
+        .await;
+    let alert = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["monitor"] == "error_rate")
+        .expect("an error_rate alert")
+        .clone();
+    assert_eq!(alert["severity"], "P1");
+    assert_eq!(stopped["stop"]["cause"], alert["alert_id"]);
+    assert!(alert["evidence"]["variants"][1]["errors"].as_u64().unwrap() >= 20);
+    // No treatment prediction is served after the stop.
+    for i in 0..100 {
+        let (status, p) = app
+            .post(
+                "/api/predictions",
+                json!({"experiment_id": "guarded", "user_id": format!("u{i}")}),
+            )
+            .await;
+        assert_eq!(
+            (status, p["variant"].as_str(), p["in_experiment"].as_bool()),
+            (StatusCode::OK, Some("control"), Some(false))
+        );
+    }
+    app.stop().await;
+}

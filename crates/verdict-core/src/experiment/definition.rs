@@ -31,6 +31,79 @@ pub struct NamespaceSpec {
     pub range: [f64; 2],
 }
 
+/// Thresholds of the six monitors, per experiment; the defaults are the seed's values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// Requests (or users) a variant needs before any alert about it can fire.
+    pub min_sample: u64,
+    /// Error rate above which a P1 fires (and stops the experiment when `auto_stop`).
+    pub error_rate: f64,
+    /// Prediction latency p95 in ms above which a P2 fires.
+    pub latency_p95_ms: f64,
+    /// Largest tolerated gap between a variant's share of users and its weight (P2).
+    pub split_deviation: f64,
+    /// SRM p-value below which a P2 fires.
+    pub srm_p_value: f64,
+    /// Event store lag (head - projected position) above which a P2 fires.
+    pub store_lag: u64,
+    /// Share of the required sample expected at half the planned duration (P3 below).
+    pub sample_progress: f64,
+    /// Error rate and latency look at the last this many hours.
+    pub window_hours: u32,
+    /// A P1 stops the experiment (everyone to control).
+    pub auto_stop: bool,
+    /// A significant drop of the primary metric (always-valid test) is a P1, not a P2.
+    pub stop_on_primary_drop: bool,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            min_sample: 100,
+            error_rate: 0.01,
+            latency_p95_ms: 200.0,
+            split_deviation: 0.05,
+            srm_p_value: 0.001,
+            store_lag: 10_000,
+            sample_progress: 0.5,
+            window_hours: 1,
+            auto_stop: true,
+            stop_on_primary_drop: false,
+        }
+    }
+}
+
+impl MonitorSettings {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+
+    fn validate(&self) -> Result<(), DomainError> {
+        let unit = |field: &str, x: f64| {
+            if x > 0.0 && x < 1.0 {
+                Ok(())
+            } else {
+                Err(invalid(
+                    format!("monitors.{field}"),
+                    format!("must be in (0, 1), got {x}"),
+                ))
+            }
+        };
+        unit("error_rate", self.error_rate)?;
+        unit("split_deviation", self.split_deviation)?;
+        unit("srm_p_value", self.srm_p_value)?;
+        unit("sample_progress", self.sample_progress)?;
+        if !(self.latency_p95_ms > 0.0 && self.latency_p95_ms.is_finite()) {
+            return Err(invalid("monitors.latency_p95_ms", "must be > 0"));
+        }
+        if self.window_hours == 0 {
+            return Err(invalid("monitors.window_hours", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// A validated experiment definition, the canonical form stored in
 /// `ExperimentCreated` (schema version 2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +151,9 @@ pub struct ExperimentDefinition {
     /// Planned duration, for the sample-size monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_duration_days: Option<f64>,
+    /// Monitor thresholds (absent in storage when all are the defaults).
+    #[serde(default, skip_serializing_if = "MonitorSettings::is_default")]
+    pub monitors: MonitorSettings,
 }
 
 /// What a client may send: the seed's shape (`models` + `traffic_split` in percent)
@@ -127,6 +203,8 @@ pub struct ExperimentSpec {
     pub planned_duration_days: Option<f64>,
     /// The seed's `start_date`, accepted and ignored (the start is an event).
     pub start_date: Option<Value>,
+    /// Monitor thresholds.
+    pub monitors: Option<MonitorSettings>,
 }
 
 /// A variant as sent in the full shape.
@@ -282,7 +360,10 @@ impl ExperimentSpec {
                 ));
             }
         }
+        let monitors = self.monitors.unwrap_or_default();
+        monitors.validate()?;
         Ok(ExperimentDefinition {
+            monitors,
             name: self.name.unwrap_or_else(|| experiment_id.clone()),
             experiment_id,
             description: self.description,

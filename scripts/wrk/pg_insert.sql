@@ -1,0 +1,1 @@
+INSERT INTO verdict_bench_events (stream, payload) VALUES ('traffic-exp-001', '{"experiment_id":"exp-001","user_id":"u1","variant":"control","model":"rec-v1","latency_ms":0.4,"output":{"items":[101,205,310]}}');

@@ -223,37 +223,32 @@ impl AnalysisInput {
             None => vec![1.0; variants.len()],
         };
         let (mut mde, mut power, mut baseline_rate) = (None, 0.8, None);
-        let mut read_power =
-            |obj: &Map<String, Value>, prefix: &str, power_key: bool| -> Result<(), Error> {
-                if let Some((v, name)) = get(
-                    obj,
-                    &[
-                        "mde",
-                        "relative_mde",
-                        "mde_relative",
-                        "minimum_detectable_effect",
-                    ],
-                ) {
-                    mde = Some(number(v, &format!("{prefix}{name}"))?);
+        // The plan may sit at the top level or in a `power` object of the same fields.
+        let mut read_plan = |obj: &Map<String, Value>, prefix: &str| -> Result<(), Error> {
+            let mde_keys = [
+                "mde",
+                "relative_mde",
+                "mde_relative",
+                "minimum_detectable_effect",
+            ];
+            if let Some((v, name)) = get(obj, &mde_keys) {
+                mde = Some(number(v, &format!("{prefix}{name}"))?);
+            }
+            if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
+                baseline_rate = Some(number(v, &format!("{prefix}{name}"))?);
+            }
+            if let Some((v, name)) = get(obj, &["power", "target_power"]) {
+                match v {
+                    Value::Number(_) => power = number(v, &format!("{prefix}{name}"))?,
+                    Value::Object(_) if prefix.is_empty() => {}
+                    _ => return Err(invalid(format!("{prefix}{name}"), "expected a number")),
                 }
-                if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
-                    baseline_rate = Some(number(v, &format!("{prefix}{name}"))?);
-                }
-                let keys: &[&str] = if power_key {
-                    &["power", "target_power"]
-                } else {
-                    &["target_power"]
-                };
-                if let Some((v, name)) = get(obj, keys) {
-                    if v.is_number() {
-                        power = number(v, &format!("{prefix}{name}"))?;
-                    }
-                }
-                Ok(())
-            };
-        read_power(root, "", true)?;
+            }
+            Ok(())
+        };
+        read_plan(root, "")?;
         if let Some(obj) = root.get("power").and_then(Value::as_object) {
-            read_power(obj, "power.", true)?;
+            read_plan(obj, "power.")?;
         }
         if !(power > 0.0 && power < 1.0) {
             return Err(invalid("power", "must be between 0 and 1"));

@@ -152,3 +152,21 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The sample size reaches exactly the target power (statsmodels' two-tailed power).
+    #[test]
+    fn sample_size_attains_the_target_power(
+        base in 1e-4f64..0.9, mde in prop_oneof![-0.5f64..-0.01, 0.01f64..0.5], alpha in 0.001f64..0.2, power in 0.5f64..0.99,
+    ) {
+        use verdict_stats::dist::{normal_isf, normal_sf};
+        prop_assume!(base * (1.0 + mde) < 1.0);
+        let s = verdict_stats::power::users_per_variant(base, mde, alpha, power).unwrap();
+        let z = normal_isf(alpha / 2.0);
+        let d = s.effect_size * (s.users_per_variant / 2.0).sqrt();
+        let achieved = normal_sf(z - d) + normal_sf(z + d);
+        prop_assert!((achieved - power).abs() < 1e-12, "{s:?}: power {achieved}");
+        let more = verdict_stats::power::users_per_variant(base, mde, alpha, (power + 0.005).min(0.995)).unwrap();
+        prop_assert!(more.users_per_variant >= s.users_per_variant);
+    }
+}

@@ -920,6 +920,32 @@ mod tests {
     }
 
     #[test]
+    fn a_single_user_arm_gives_nulls_with_reasons() {
+        let doc = json!({"variants": [
+            {"key": "control", "users": 1, "conversions": 1, "revenue": {"sum": 5, "sum_squares": 25}},
+            {"key": "t", "users": 50, "conversions": 5, "revenue": {"sum": 100, "sum_squares": 900}}]});
+        let out = analyze(&AnalysisInput::from_json(&doc).unwrap());
+        let v = &out.variants[0];
+        for c in [
+            &v.conversion.as_ref().unwrap().comparison,
+            &v.revenue_per_user.as_ref().unwrap().comparison,
+        ] {
+            assert!(c.diff.is_some());
+            assert_eq!(
+                (c.p_value, c.diff_ci, c.chance_to_beat_control),
+                (None, None, None)
+            );
+            assert_eq!(
+                c.null_reasons.get("p_value"),
+                Some(&"fewer than 2 users in an arm")
+            );
+        }
+        assert_eq!(v.adjusted_p_values.holm.conversion, Some(None));
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+    }
+
+    #[test]
     fn power_is_null_with_a_reason_without_mde() {
         let doc = json!({"variants": [
             {"key": "control", "users": 100, "conversions": 10},

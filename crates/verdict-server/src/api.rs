@@ -199,8 +199,8 @@ pub fn routes() -> Vec<Route> {
             summary: "NDJSON bulk ingest of interactions and conversions (`type` per line); one result line each",
             tag: "traffic",
             query: &[],
-            body: Some(s("NDJSON: one {\"type\": \"interaction\"|\"conversion\", ...} per line")),
-            body_type: "application/x-ndjson",
+            body: Some(s("NDJSON (sent as text/plain or application/x-ndjson): one {\"type\": \"interaction\"|\"conversion\", ...} per line")),
+            body_type: "text/plain",
             statuses: &[(200, "one result per line")],
             handler: post(batch),
         },
@@ -654,6 +654,21 @@ struct QueryParams {
 
 async fn caught_up(s: &AppState, min_position: Option<u64>) -> Result<(), ApiError> {
     if let Some(p) = min_position {
+        if p > s.projections.position() {
+            // A position the log has never had cannot be waited for: that is the
+            // client's mistake, not a transient condition.
+            let head = s
+                .store
+                .head()
+                .await
+                .map_err(|e| AppError::Unavailable(e.to_string()))?;
+            if p > head {
+                return Err(ApiError::invalid(
+                    "min_position",
+                    format!("is beyond the head of the event log ({head})"),
+                ));
+            }
+        }
         if !s.projections.wait_for(p, s.config.query_wait).await {
             return Err(AppError::NotCaughtUp {
                 wanted: p,

@@ -225,15 +225,17 @@ async fn queries_read_their_own_writes() {
             .sum();
         assert_eq!((users, conversions), (i + 1, i + 1));
     }
-    // A position nobody wrote yet: a bounded wait, then 503 with a clear message.
+    // A position the log never had: a 400 naming the parameter, not a wait.
     let (status, e) = app
         .get(&format!(
             "/api/experiments/exp-001/results?min_position={}",
             last + 1000
         ))
         .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(e["error"]["code"], "not_caught_up");
+    assert_eq!(
+        (status, e["error"]["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("min_position"))
+    );
     app.stop().await;
 }
 

@@ -119,8 +119,9 @@ impl Posterior {
     fn rel_density_logs(&self, ln_x: f64, ln_1mx: f64) -> f64 {
         let g =
             (self.a - 1.0) * (ln_x - self.ln_mean) + (self.b - 1.0) * (ln_1mx - self.ln_1m_mean);
-        // e^-80 ≈ 2e-35 of the density at the mean: nothing, and the exp is the hot spot.
-        if g < -80.0 {
+        // e^-40 ≈ 4e-18 of the density at the mean: even over a 7 sd panel that is below
+        // 1e-17 of the mass, and the exp is the hot spot.
+        if g < -40.0 {
             0.0
         } else {
             g.exp()

@@ -35,6 +35,7 @@ struct Config {
     replay_only: u64,
     writers_only: Option<usize>,
     busy_cpu: bool,
+    log_spin: bool,
 }
 
 fn parse_args() -> Config {
@@ -46,6 +47,7 @@ fn parse_args() -> Config {
         replay_only: 0,
         writers_only: None,
         busy_cpu: false,
+        log_spin: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -55,6 +57,7 @@ fn parse_args() -> Config {
             "--pg" => c.pg = Some(args.next().expect("--pg CONNINFO")),
             "--skip-pg" => c.pg = None,
             "--busy-cpu" => c.busy_cpu = true,
+            "--log-spin" => c.log_spin = true,
             "--writers-only" => {
                 c.writers_only = Some(
                     args.next()
@@ -166,6 +169,15 @@ struct Row {
 
 fn main() {
     let cfg = parse_args();
+    // The log's options: `--log-spin` turns on `spin_during_sync` (see LogOptions).
+    let log_options = || LogOptions {
+        spin_during_sync: if cfg.log_spin {
+            Duration::from_millis(2)
+        } else {
+            Duration::ZERO
+        },
+        ..LogOptions::default()
+    };
     fresh_dir(&cfg.dir);
     // On this VM an idle vCPU halts, and an fdatasync completion that arrives meanwhile is
     // noticed only at the next timer tick (~4 ms). `--busy-cpu` keeps one core spinning for the
@@ -193,7 +205,7 @@ fn main() {
                 ..LogOptions::default()
             }
         } else {
-            LogOptions::default()
+            log_options()
         };
         let store = LogStore::open(cfg.dir.join("log"), options).unwrap();
         let r = rt.block_on(log_single(&store, writers, cfg.secs));
@@ -245,7 +257,7 @@ fn main() {
                 None
             }
         });
-    let store = LogStore::open(&log_dir, LogOptions::default()).unwrap();
+    let store = LogStore::open(&log_dir, log_options()).unwrap();
     let sqlite = Sqlite::create(&sqlite_path);
     for writers in [1usize, 16, 256] {
         let log = rt.block_on(log_single(&store, writers, cfg.secs));

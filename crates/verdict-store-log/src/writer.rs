@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     pub head_tx: watch::Sender<u64>,
     pub stopped_tx: watch::Sender<bool>,
     pub lock: DirLock,
+    /// Spins during fsyncs, see `LogOptions::spin_during_sync`.
+    pub spinner: Option<Spinner>,
 }
 
 /// An append as the writer handles it: stream, expectation, events, where to answer.
@@ -187,7 +189,10 @@ impl Writer {
                     format!("write to segment {} failed: {e}", self.active_no),
                 ));
             }
-            if let Err(e) = self.active.sync_data() {
+            let spin = self.spinner.as_ref().map(Spinner::start);
+            let synced = self.active.sync_data();
+            drop(spin);
+            if let Err(e) = synced {
                 return Err(fail(
                     &self.shared,
                     replies,
@@ -348,4 +353,69 @@ fn dummy() -> AppendResult {
 /// The message every append gets once the writer is poisoned.
 pub(crate) fn poisoned_message(reason: &str) -> String {
     format!("the log writer stopped after an I/O error ({reason}); nothing after the last acknowledged append is durable; reopen the store")
+}
+
+/// A helper thread that keeps a CPU busy while the writer waits in `fdatasync`.
+pub(crate) struct Spinner {
+    /// `(requests, stop)`: a new request wakes the thread for one sync.
+    state: Arc<(std::sync::Mutex<(u64, bool)>, std::sync::Condvar)>,
+    syncing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Stops the spinning when dropped (the sync returned).
+pub(crate) struct SpinGuard<'a>(&'a Spinner);
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
+    }
+}
+
+impl Spinner {
+    /// Starts the helper thread; it spins at most `limit` per sync, then sleeps until the next.
+    pub fn spawn(limit: std::time::Duration) -> std::io::Result<Self> {
+        let state = Arc::new((
+            std::sync::Mutex::new((0u64, false)),
+            std::sync::Condvar::new(),
+        ));
+        let syncing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, sy) = (Arc::clone(&state), Arc::clone(&syncing));
+        std::thread::Builder::new()
+            .name("verdict-log-spin".into())
+            .spawn(move || {
+                let (lock, cvar) = &*st;
+                let mut seen = 0u64;
+                loop {
+                    let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    while g.0 == seen && !g.1 {
+                        g = cvar.wait(g).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if g.1 {
+                        return;
+                    }
+                    seen = g.0;
+                    drop(g);
+                    let until = std::time::Instant::now() + limit;
+                    while sy.load(Ordering::Acquire) && std::time::Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                }
+            })?;
+        Ok(Self { state, syncing })
+    }
+
+    /// Spins until the returned guard is dropped (or the limit passes).
+    pub fn start(&self) -> SpinGuard<'_> {
+        self.syncing.store(true, Ordering::Release);
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).0 += 1;
+        self.state.1.notify_one();
+        SpinGuard(self)
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.state.0.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.state.1.notify_one();
+    }
 }

@@ -14,6 +14,7 @@ type Made = (Arc<dyn EventStore>, PathBuf, tempfile::TempDir);
 /// Makes log stores in temporary directories; small segments so rolling is exercised.
 pub struct LogFactory {
     pub segment_size: u64,
+    pub spin: std::time::Duration,
     dirs: Mutex<Vec<Made>>,
 }
 
@@ -21,13 +22,23 @@ impl LogFactory {
     pub fn new(segment_size: u64) -> Self {
         Self {
             segment_size,
+            spin: std::time::Duration::ZERO,
             dirs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// With `spin_during_sync` on.
+    pub fn spinning(segment_size: u64) -> Self {
+        Self {
+            spin: std::time::Duration::from_millis(1),
+            ..Self::new(segment_size)
         }
     }
 
     pub fn options(&self) -> LogOptions {
         LogOptions {
             segment_size: self.segment_size,
+            spin_during_sync: self.spin,
             ..LogOptions::default()
         }
     }

@@ -16,7 +16,8 @@
 //! `{<output name>: data}` (for a single row without the batch dimension, a single value as
 //! a scalar); BentoML's response JSON is returned as is.
 //!
-//! Errors: no connection or a broken one -> `connection`; 4xx -> `upstream_4xx`; 5xx ->
+//! Errors: no connection or a broken one -> `connection` (a broken pooled connection is
+//! retried once on a new one first); 4xx -> `upstream_4xx`; 5xx ->
 //! `upstream_5xx` (both keep the body, truncated to [`BODY_LIMIT`] bytes); a 2xx body that is
 //! not the protocol's shape -> `invalid_output`. Timeouts come from [`crate::guard`].
 
@@ -66,16 +67,27 @@ pub struct HttpModel {
     version: String,
 }
 
-/// Cuts `body` to [`BODY_LIMIT`] bytes on a character boundary, saying how long it was.
+/// Cuts `body` to about [`BODY_LIMIT`] bytes on character boundaries, keeping both ends:
+/// servers put the summary first (JSON errors) or last (Python tracebacks).
 pub fn truncate(body: &str) -> String {
     if body.len() <= BODY_LIMIT {
         return body.to_owned();
     }
-    let mut end = BODY_LIMIT;
-    while !body.is_char_boundary(end) {
-        end -= 1;
+    let mut head = BODY_LIMIT / 2;
+    while !body.is_char_boundary(head) {
+        head -= 1;
     }
-    format!("{}... ({} bytes)", &body[..end], body.len())
+    let mut tail = body.len() - BODY_LIMIT / 2;
+    while !body.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{} [... {} of {} bytes cut ...] {}",
+        &body[..head],
+        tail - head,
+        body.len(),
+        &body[tail..]
+    )
 }
 
 /// The error and its causes on one line (reqwest's Display hides the interesting part).
@@ -305,13 +317,24 @@ fn flatten(v: &Value, out: &mut Vec<Value>) {
 impl Model for HttpModel {
     async fn predict(&self, _user_id: &str, input: &Value) -> Result<Prediction, ModelError> {
         let (body, batch) = self.request(input)?;
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ModelError::Connection(chain(&e)))?;
+        // A pooled connection the server has since closed (uvicorn drops it after a 500, a
+        // restarted server resets it) fails on reuse; retry once on a fresh connection.
+        // Inference is a pure function of the body, so sending it twice is safe. A refused
+        // connection is not retried: that server is down.
+        let mut retried = false;
+        let response = loop {
+            match self
+                .client
+                .post(self.endpoint.clone())
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if !retried && e.is_request() && !e.is_connect() => retried = true,
+                Err(e) => return Err(ModelError::Connection(chain(&e))),
+            }
+        };
         let status = response.status();
         let text = response
             .text()
@@ -421,10 +444,11 @@ mod tests {
 
     #[test]
     fn truncation_keeps_char_boundaries() {
-        let long = "é".repeat(600);
+        let long = format!("{}END", "é".repeat(600));
         let t = truncate(&long);
-        assert!(t.ends_with("... (1200 bytes)"), "{t}");
-        assert!(t.len() < BODY_LIMIT + 20);
+        assert!(t.contains(" of 1203 bytes cut ...] "), "{t}");
+        assert!(t.starts_with('é') && t.ends_with("éEND"), "{t}");
+        assert!(t.len() < BODY_LIMIT + 40);
         assert_eq!(truncate("short"), "short");
     }
 }

@@ -205,7 +205,11 @@ async fn v2_success_and_error_kinds() {
         "truncated: {} bytes",
         body.len()
     );
-    assert!(body.ends_with("bytes)"), "says how long it was: {body}");
+    assert!(body.contains("bytes cut"), "says how much was cut: {body}");
+    assert!(
+        body.ends_with("ValueError: X has 3 features"),
+        "keeps the end: {body}"
+    );
 
     let e = r
         .resolve(&format!("v2:{}", fake.url("/v2/models/garbage")))
@@ -343,4 +347,41 @@ async fn nothing_listening_is_a_connection_error() {
     let e = m.predict("u", &json!({"features": [1]})).await.unwrap_err();
     assert_eq!(e.kind(), "connection");
     assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+}
+
+/// A server that answers the first request on each connection, then closes the connection
+/// when the next request arrives on it (what a restarted or crashed-worker server does).
+async fn one_shot_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let body = r#"{"model_name":"m","outputs":[{"name":"y","shape":[1],"datatype":"FP64","data":[1.5]}]}"#;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+                sock.write_all(head.as_bytes()).await.unwrap();
+                sock.write_all(body.as_bytes()).await.unwrap();
+                let _ = sock.read(&mut buf).await;
+                // Close under the client's second request.
+                drop(sock);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_pooled_connection_is_retried_once() {
+    let addr = one_shot_server().await;
+    let m = registry()
+        .resolve(&format!("v2:http://{addr}/v2/models/m"))
+        .unwrap();
+    for _ in 0..5 {
+        let p = m.predict("u", &json!({"features": [1]})).await.unwrap();
+        assert_eq!(p.output, json!({"y": 1.5}));
+    }
 }

@@ -101,3 +101,47 @@ pub fn ratio(a: &RatioSums) -> Option<Moments> {
         variance,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gbstats_theta_reference() {
+        // gbstats `test_sequential_test_runs_ra`: θ = −0.0114032 (research notes §4.1).
+        let a = CupedSums {
+            n: 3000.0,
+            sum: 1396.87,
+            sum_squares: 52377.9767,
+            pre_sum: 16.87,
+            pre_sum_squares: 527.9767,
+            sum_products: 1.0,
+        };
+        let b = CupedSums {
+            n: 3461.0,
+            sum: 2422.7,
+            sum_squares: 134698.29,
+            pre_sum: 22.7,
+            pre_sum_squares: 1348.29,
+            sum_products: 1.0,
+        };
+        let (theta, _, _) = cuped(&a, &b);
+        assert!((theta + 0.011_403_2).abs() < 1e-7, "{theta}");
+    }
+
+    #[test]
+    fn constant_covariate_leaves_the_metric_alone() {
+        let arm = |n: f64, s: f64, ss: f64| CupedSums {
+            n,
+            sum: s,
+            sum_squares: ss,
+            pre_sum: 2.0 * n,
+            pre_sum_squares: 4.0 * n,
+            sum_products: 2.0 * s,
+        };
+        let (theta, c, t) = cuped(&arm(100.0, 50.0, 80.0), &arm(120.0, 70.0, 100.0));
+        assert_eq!(theta, 0.0);
+        assert_eq!(c, Moments::from_sums(100.0, 50.0, 80.0));
+        assert_eq!(t, Moments::from_sums(120.0, 70.0, 100.0));
+    }
+}

@@ -13,7 +13,8 @@
 //! | `builtin-failing` | `builtin-failing:x` | always fails; for drills |
 //!
 //! Options after `#` (timeout, concurrency, breaker; see [`crate::guard`]) apply to every
-//! scheme except `builtin*`. Relative `onnx:` paths resolve against the registry's base
+//! scheme except `builtin*`; `onnx:` also takes `engine=tract` (default) or `engine=ort`
+//! (ONNX Runtime, cargo feature `ort`, after `onnx::onnxruntime::init`). Relative `onnx:` paths resolve against the registry's base
 //! directory (default: the current directory). The shipped demo models
 //! (`models/rec-v1.onnx`, `models/rec-v2.onnx`) are also compiled into the binary and used
 //! when no file exists at that path, so `rec-v1`/`rec-v2` work from any directory (a test
@@ -25,7 +26,7 @@
 use crate::builtin::HashRecommender;
 use crate::guard::{Guarded, Options};
 use crate::http::{HttpModel, Protocol};
-use crate::onnx::{ModelSpec, OnnxModel, TractEngine};
+use crate::onnx::{Engine, ModelSpec, OnnxModel, TractEngine};
 use crate::Model;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -149,7 +150,8 @@ impl Registry {
             return Err(unloadable("empty location".into()));
         }
         let model: Arc<dyn Model> = if scheme == "onnx" {
-            let model = self.load_onnx(target).map_err(unloadable)?;
+            let engine = engine(options.take("engine").as_deref()).map_err(unloadable)?;
+            let model = self.load_onnx(target, engine).map_err(unloadable)?;
             options.finish().map_err(unloadable)?;
             Arc::new(Guarded::new(model, &options))
         } else {
@@ -168,7 +170,7 @@ impl Registry {
     }
 
     /// Reads an ONNX file and its spec, falling back to the compiled-in demo models.
-    fn load_onnx(&self, path: &str) -> Result<OnnxModel, String> {
+    fn load_onnx(&self, path: &str, engine: &dyn Engine) -> Result<OnnxModel, String> {
         let full = match &self.base_dir {
             Some(base) if Path::new(path).is_relative() => base.join(path),
             _ => PathBuf::from(path),
@@ -199,7 +201,19 @@ impl Registry {
             Some(s) => serde_json::from_str(&s).map_err(|e| format!("{name} spec: {e}"))?,
             None => ModelSpec::default(),
         };
-        OnnxModel::load(&TractEngine, &name, &bytes, spec).map_err(|e| e.to_string())
+        OnnxModel::load(engine, &name, &bytes, spec).map_err(|e| e.to_string())
+    }
+}
+
+/// The engine an `onnx:` URI's `engine` option names (default: tract).
+fn engine(name: Option<&str>) -> Result<&'static dyn Engine, String> {
+    match name {
+        None | Some("tract") => Ok(&TractEngine),
+        #[cfg(feature = "ort")]
+        Some("ort") => Ok(&crate::onnx::onnxruntime::OrtEngine),
+        #[cfg(not(feature = "ort"))]
+        Some("ort") => Err("engine `ort` is not in this build (cargo feature `ort`)".into()),
+        Some(other) => Err(format!("unknown engine `{other}` (tract or ort)")),
     }
 }
 

@@ -8,6 +8,8 @@
 
 pub mod engine;
 pub mod mapping;
+#[cfg(feature = "ort")]
+pub mod onnxruntime;
 pub mod tract;
 
 pub use engine::{Engine, EngineError, Output, OutputData, Session};

@@ -34,7 +34,11 @@ fuzz_target!(|data: &[u8]| {
         let original = &data[off..off + len];
         assert_eq!(again.len(), len, "decode/encode changed the length");
         assert_eq!(&again[..4], &original[..4], "length field differs");
-        assert_eq!(&again[8..], &original[8..], "decode/encode is not a round trip");
+        assert_eq!(
+            &again[8..],
+            &original[8..],
+            "decode/encode is not a round trip"
+        );
         off += len;
     }
 });

@@ -1,8 +1,9 @@
 //! In-process inference latency per shipped model through tract: the model call with
 //! input/output mapping on the calling thread (`blocking`), the same through the async
 //! `Model::predict` path that hops to tokio's blocking pool (`async`, what the server
-//! pays), and a batch of 64 rows. `scripts/models/bench_ort.py` measures onnxruntime on the
-//! same models for comparison.
+//! pays), and a batch of 64 rows. With `--features ort` and `VERDICT_ORT_LIBRARY` set to
+//! the wheel's `libonnxruntime.so.*`, the same models also run through ONNX Runtime
+//! (group `ort`), side by side.
 
 // criterion's macros generate undocumented public functions.
 #![allow(missing_docs)]
@@ -15,6 +16,10 @@ use verdict_serve::onnx::{ModelSpec, OnnxModel, TractEngine};
 use verdict_serve::Model;
 
 fn load(name: &str) -> (OnnxModel, Value) {
+    load_with(&TractEngine, name)
+}
+
+fn load_with(engine: &dyn verdict_serve::onnx::Engine, name: &str) -> (OnnxModel, Value) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
     let bytes = std::fs::read(dir.join(format!("{name}.onnx"))).unwrap();
     let spec: ModelSpec =
@@ -24,7 +29,7 @@ fn load(name: &str) -> (OnnxModel, Value) {
         &std::fs::read_to_string(dir.join(format!("fixtures/{name}.json"))).unwrap(),
     )
     .unwrap();
-    let model = OnnxModel::load(&TractEngine, name, &bytes, spec).unwrap();
+    let model = OnnxModel::load(engine, name, &bytes, spec).unwrap();
     (model, fixture["inputs"].clone())
 }
 
@@ -65,6 +70,36 @@ fn inference(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    g.finish();
+    #[cfg(feature = "ort")]
+    ort_inference(c);
+}
+
+#[cfg(feature = "ort")]
+fn ort_inference(c: &mut Criterion) {
+    let Ok(lib) = std::env::var("VERDICT_ORT_LIBRARY") else {
+        eprintln!("VERDICT_ORT_LIBRARY not set: skipping the ort group");
+        return;
+    };
+    verdict_serve::onnx::onnxruntime::init(std::path::Path::new(&lib)).unwrap();
+    let engine = verdict_serve::onnx::onnxruntime::OrtEngine;
+    let mut g = c.benchmark_group("ort");
+    for name in ["rec-v1", "rec-v2", "tree-clf", "tree-reg"] {
+        let (model, inputs) = load_with(&engine, name);
+        let one = json!({ "features": inputs[0] });
+        let rows: Vec<Value> = (0..64)
+            .map(|i| inputs[i % inputs.as_array().unwrap().len()].clone())
+            .collect();
+        let batch = json!({ "features": rows });
+        g.bench_with_input(BenchmarkId::new("blocking", name), &one, |b, input| {
+            b.iter(|| model.predict_blocking("u", black_box(input)).unwrap())
+        });
+        g.bench_with_input(
+            BenchmarkId::new("blocking-batch64", name),
+            &batch,
+            |b, input| b.iter(|| model.predict_blocking("u", black_box(input)).unwrap()),
+        );
+    }
     g.finish();
 }
 

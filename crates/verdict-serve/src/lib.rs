@@ -11,6 +11,8 @@
 //!   connections and classified errors.
 //! - [`guard`]: per-model timeout, concurrency limit and circuit breaker.
 //! - [`builtin`]: deterministic models that need nothing installed, for tests and drills.
+//! - [`shadow`]: compares a shadow variant's output with the control's (agreement,
+//!   overlap, mean absolute difference).
 //!
 //! Latency is measured by the caller around [`Model::predict`], so every backend is
 //! measured the same way.
@@ -20,6 +22,7 @@ pub mod guard;
 pub mod http;
 pub mod onnx;
 pub mod registry;
+pub mod shadow;
 
 pub use registry::{Registry, RegistryError};
 

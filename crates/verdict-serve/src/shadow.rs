@@ -39,7 +39,7 @@ pub fn compare(control: &Value, shadow: &Value) -> Comparison {
             );
             let shared = c.iter().filter(|i| s.contains(i)).count();
             let overlap = (!c.is_empty()).then(|| shared as f64 / c.len() as f64);
-            (c.first().is_some() && c.first() == s.first(), overlap)
+            (!c.is_empty() && c.first() == s.first(), overlap)
         }
         Some(k) => (control[k] == shadow[k], None),
         None => (control == shadow, None),

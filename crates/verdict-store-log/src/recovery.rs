@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::format::{
-    self, DecodeError, Record, FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
-};
+use crate::format::{self, Record, FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::LogError;
 
 /// Suffix of segment files; the stem is the first position, 20 digits.
@@ -139,8 +137,9 @@ pub fn scan(
                 });
             }
             // A segment is created and its header fsynced before any record goes in: a last
-            // segment too short for a header is a torn creation holding nothing acknowledged.
-            Err(DecodeError::Truncated) if last && name_pos == next => {
+            // segment with nothing but a short or damaged header is a torn creation holding
+            // nothing acknowledged. (A bad header with records after it is corruption.)
+            Err(_) if last && name_pos == next && file_len <= SEGMENT_HEADER_LEN as u64 => {
                 let status = Status::TornTail {
                     segment: path,
                     truncate_at: 0,

@@ -4,10 +4,11 @@
 //! Only the write path goes through it: that is where durability is decided. Reads and
 //! recovery use `std::fs` directly.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Creates and opens the files the writer appends to.
@@ -82,6 +83,8 @@ pub enum Fault {
 
 #[derive(Debug, Default)]
 struct Plan {
+    /// Per file: the length its last successful fsync made durable.
+    durable: HashMap<PathBuf, u64>,
     writes: u64,
     syncs: u64,
     write_fault: Option<(u64, Fault)>,
@@ -118,6 +121,21 @@ impl FaultyStorage {
         p.sync_fault = Some((p.syncs + n, fault));
     }
 
+    /// Per file the writer created or opened: the length its last successful fsync made
+    /// durable (0 before the first). What a power cut now would keep for sure; the bytes after
+    /// it may be lost, torn or partly kept.
+    pub fn durable_lengths(&self) -> HashMap<PathBuf, u64> {
+        self.plan().durable.clone()
+    }
+
+    /// Runs `f` with the writer's file operations stopped (each write and fsync holds the
+    /// same lock), handing it [`Self::durable_lengths`]: a consistent instant for simulating
+    /// a power cut — copy the files inside `f`, then drop what was not durable.
+    pub fn frozen<R>(&self, f: impl FnOnce(&HashMap<PathBuf, u64>) -> R) -> R {
+        let p = self.plan();
+        f(&p.durable)
+    }
+
     /// Writes and fsyncs so far.
     pub fn calls(&self) -> (u64, u64) {
         let p = self.plan();
@@ -128,6 +146,9 @@ impl FaultyStorage {
 struct FaultyFile {
     inner: File,
     plan: Arc<Mutex<Plan>>,
+    path: PathBuf,
+    /// Bytes in the file (what `write`s returned), to know what a successful sync covers.
+    len: u64,
 }
 
 impl LogFile for FaultyFile {
@@ -144,22 +165,34 @@ impl LogFile for FaultyFile {
                     p.full = true;
                     let n = n.min(buf.len());
                     self.inner.write_all(&buf[..n])?;
+                    self.len += n as u64;
                     Ok(n)
                 }
             },
-            _ => self.inner.write(buf),
+            _ => {
+                let n = self.inner.write(buf)?;
+                self.len += n as u64;
+                Ok(n)
+            }
         }
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-        p.syncs += 1;
-        match p.sync_fault {
-            Some((at, Fault::Error(code))) if at == p.syncs => {
-                Err(io::Error::from_raw_os_error(code))
+        {
+            let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+            p.syncs += 1;
+            if let Some((at, Fault::Error(code))) = p.sync_fault {
+                if at == p.syncs {
+                    return Err(io::Error::from_raw_os_error(code));
+                }
             }
-            _ => self.inner.sync_data(),
         }
+        // Not under the lock: a `frozen` power cut may land while this fsync is in flight,
+        // when the bytes written since the last one are not durable yet.
+        self.inner.sync_data()?;
+        let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        p.durable.insert(self.path.clone(), self.len);
+        Ok(())
     }
 }
 
@@ -169,17 +202,25 @@ impl Storage for FaultyStorage {
             .append(true)
             .create_new(true)
             .open(path)?;
+        self.plan().durable.insert(path.to_owned(), 0);
         Ok(Box::new(FaultyFile {
             inner,
             plan: Arc::clone(&self.plan),
+            path: path.to_owned(),
+            len: 0,
         }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
         let inner = OpenOptions::new().append(true).open(path)?;
+        // Opened after recovery: what is there is taken as durable.
+        let len = inner.metadata()?.len();
+        self.plan().durable.insert(path.to_owned(), len);
         Ok(Box::new(FaultyFile {
             inner,
             plan: Arc::clone(&self.plan),
+            path: path.to_owned(),
+            len,
         }))
     }
 

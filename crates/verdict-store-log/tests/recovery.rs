@@ -305,6 +305,18 @@ async fn a_segment_torn_at_creation_is_removed() {
     fs::write(&next, &format::encode_segment_header(4)[..10]).unwrap();
     assert_eq!(head_of(&dir).await, 3);
     assert!(!next.exists());
+    // A full-length header whose bytes never reached the disk (zeros) is the same.
+    fs::write(&next, [0u8; format::SEGMENT_HEADER_LEN]).unwrap();
+    assert_eq!(head_of(&dir).await, 3);
+    assert!(!next.exists());
+    // But a bad header with records after it is corruption: the header was fsynced first.
+    let mut bad = vec![0u8; format::SEGMENT_HEADER_LEN];
+    bad.extend_from_slice(&fs::read(segment_path(&dir, 1)).unwrap()[format::SEGMENT_HEADER_LEN..]);
+    fs::write(&next, bad).unwrap();
+    assert!(matches!(
+        LogStore::open(&dir, LogOptions::default()),
+        Err(LogError::Corrupt { .. })
+    ));
 }
 
 #[test]

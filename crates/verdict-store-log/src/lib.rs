@@ -209,6 +209,9 @@ pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError>
 impl LogStore {
     /// Opens (creating if needed) the log in `dir`: takes the lock, validates every record,
     /// truncates a torn tail, refuses corruption, rebuilds the index and starts the writer.
+    ///
+    /// Blocking: it reads every segment (about a second per million events on a busy
+    /// 2-core machine); from async code call it through `tokio::task::spawn_blocking`.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self, LogError> {
         let dir = dir.as_ref().to_owned();
         std::fs::create_dir_all(&dir)

@@ -32,31 +32,6 @@ pub trait StoreFactory: Send + Sync {
     async fn reopen(&self, store: Arc<dyn EventStore>) -> Option<Arc<dyn EventStore>>;
 }
 
-/// Names of all cases, in the order [`run_all`] runs them.
-pub const CASES: &[&str] = &[
-    "empty_store",
-    "append_and_read_back",
-    "positions_are_gap_free_across_streams",
-    "expected_version_no_stream",
-    "expected_version_stream_exists",
-    "expected_version_exact",
-    "failed_batch_stores_nothing",
-    "idempotent_retry_returns_original_positions",
-    "idempotent_retry_of_a_prefix",
-    "partial_duplicate_is_rejected",
-    "duplicate_within_batch_is_rejected",
-    "invalid_appends_are_rejected",
-    "read_ranges",
-    "concurrent_exact_appends_have_one_winner",
-    "concurrent_appends_are_gap_free",
-    "subscribe_catch_up_then_live",
-    "subscribe_slow_consumer_does_not_block_writers",
-    "subscription_ends_after_close",
-    "appends_fail_after_close",
-    "large_event_round_trips",
-    "restart_keeps_everything",
-];
-
 /// Runs every case in order; panics at the first failure.
 pub async fn run_all(factory: &dyn StoreFactory) {
     empty_store(factory).await;

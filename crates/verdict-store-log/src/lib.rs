@@ -195,8 +195,11 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_SUBDIR)
 }
 
-/// Validates every record in `dir`; changes nothing. See [`recovery::check`].
+/// Validates every record in `dir`; changes nothing. Takes the directory lock, so it fails
+/// with [`LogError::Locked`] while a store has the log open (whose in-flight write would
+/// look like a torn tail). See [`recovery::check`].
 pub fn check_dir(dir: &Path) -> Result<CheckReport, LogError> {
+    let _lock = DirLock::acquire(dir)?;
     recovery::check(dir)
 }
 

@@ -359,3 +359,22 @@ async fn a_second_open_of_the_same_directory_is_refused() {
     store.close().await.unwrap();
     LogStore::open(tmp.path(), LogOptions::default()).unwrap();
 }
+
+#[tokio::test]
+async fn check_and_repair_refuse_a_log_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LogStore::open(tmp.path(), LogOptions::default()).unwrap();
+    assert!(matches!(
+        verdict_store_log::check_dir(tmp.path()),
+        Err(LogError::Locked { .. })
+    ));
+    assert!(matches!(
+        verdict_store_log::repair(tmp.path(), "x"),
+        Err(LogError::Locked { .. })
+    ));
+    store.close().await.unwrap();
+    assert_eq!(
+        verdict_store_log::check_dir(tmp.path()).unwrap().status,
+        Status::Clean
+    );
+}

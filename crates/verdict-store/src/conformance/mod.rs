@@ -55,6 +55,7 @@ pub async fn run_all(factory: &dyn StoreFactory) {
     appends_fail_after_close(factory).await;
     large_event_round_trips(factory).await;
     restart_keeps_everything(factory).await;
+    subscription_resumes_after_restart(factory).await;
 }
 
 /// Expands to one `#[tokio::test]` per case, in a module named `$name`, each building its
@@ -86,7 +87,8 @@ macro_rules! conformance_tests {
                 subscription_ends_after_close,
                 appends_fail_after_close,
                 large_event_round_trips,
-                restart_keeps_everything
+                restart_keeps_everything,
+                subscription_resumes_after_restart
             );
         }
     };
@@ -744,4 +746,35 @@ pub async fn restart_keeps_everything(factory: &dyn StoreFactory) {
     };
     assert_eq!(store.head().await.unwrap(), 6);
     assert_eq!(store.read_stream("a", 4, 1).await.unwrap()[0].position, 6);
+}
+
+/// A consumer that checkpointed position P resumes after a restart from P + 1: catch-up from
+/// the reopened store, then live events, without gaps or repeats.
+pub async fn subscription_resumes_after_restart(factory: &dyn StoreFactory) {
+    let store = factory.create().await;
+    store
+        .append("a", ExpectedVersion::Any, events("E", 5))
+        .await
+        .unwrap();
+    let mut sub = store.subscribe(1).await.unwrap();
+    for p in 1..=3 {
+        assert_eq!(next_event(&mut sub).await.position, p);
+    }
+    let checkpoint = 3;
+    drop(sub);
+    let store = factory.reopen(Arc::clone(&store)).await.unwrap_or(store);
+    let mut sub = store.subscribe(checkpoint + 1).await.unwrap();
+    assert_eq!(next_event(&mut sub).await.position, 4);
+    assert_eq!(next_event(&mut sub).await.position, 5);
+    let r = store
+        .append("b", ExpectedVersion::NoStream, events("F", 2))
+        .await
+        .unwrap();
+    assert_eq!(r.first_position, 6);
+    assert_eq!(next_event(&mut sub).await.position, 6);
+    let e = next_event(&mut sub).await;
+    assert_eq!(
+        (e.position, e.stream.as_str(), e.stream_version),
+        (7, "b", 2)
+    );
 }

@@ -1,5 +1,5 @@
-//! In-process inference latency per shipped model through tract: the model call with
-//! input/output mapping on the calling thread (`blocking`), the same through the async
+//! In-process inference latency per shipped model through tract: the engine's run alone
+//! (`run`), the model call with input/output mapping on the calling thread (`blocking`), the same through the async
 //! `Model::predict` path that hops to tokio's blocking pool (`async`, what the server
 //! pays), and a batch of 64 rows. With `--features ort` and `VERDICT_ORT_LIBRARY` set to
 //! the wheel's `libonnxruntime.so.*`, the same models also run through ONNX Runtime
@@ -47,6 +47,10 @@ fn inference(c: &mut Criterion) {
             .map(|i| inputs[i % inputs.as_array().unwrap().len()].clone())
             .collect();
         let batch = json!({ "features": rows });
+        let row: Vec<f32> = serde_json::from_value(inputs[0].clone()).unwrap();
+        g.bench_with_input(BenchmarkId::new("run", name), &row, |b, row| {
+            b.iter(|| model.session().run(1, black_box(row.clone())).unwrap())
+        });
         g.bench_with_input(BenchmarkId::new("blocking", name), &one, |b, input| {
             b.iter(|| model.predict_blocking("u", black_box(input)).unwrap())
         });
@@ -91,6 +95,10 @@ fn ort_inference(c: &mut Criterion) {
             .map(|i| inputs[i % inputs.as_array().unwrap().len()].clone())
             .collect();
         let batch = json!({ "features": rows });
+        let row: Vec<f32> = serde_json::from_value(inputs[0].clone()).unwrap();
+        g.bench_with_input(BenchmarkId::new("run", name), &row, |b, row| {
+            b.iter(|| model.session().run(1, black_box(row.clone())).unwrap())
+        });
         g.bench_with_input(BenchmarkId::new("blocking", name), &one, |b, input| {
             b.iter(|| model.predict_blocking("u", black_box(input)).unwrap())
         });

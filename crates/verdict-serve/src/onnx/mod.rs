@@ -73,6 +73,11 @@ impl OnnxModel {
         })
     }
 
+    /// The engine's session (for measuring pure model time).
+    pub fn session(&self) -> &dyn Session {
+        &*self.session
+    }
+
     /// The number of input features.
     pub fn width(&self) -> usize {
         self.session.width()

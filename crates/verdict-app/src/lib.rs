@@ -6,12 +6,15 @@
 //! - [`projector`]: follows the store into the read model, with atomic snapshots.
 //! - [`queries`]: results, metrics, timelines and listings, computed with
 //!   `verdict-stats` from the read model.
+//! - [`dashboard_queries`]: the timeline with the cumulative lift per bucket, for the
+//!   dashboard.
 //! - [`monitor`]: the six monitors, alerts as events, and the guardrail stop.
 //! - [`codec`]: domain events to and from the store's envelope.
 //!
 //! Nothing here knows HTTP; the server crate maps [`AppError`] to statuses.
 
 pub mod codec;
+pub mod dashboard_queries;
 pub mod error;
 pub mod monitor;
 pub mod projector;

@@ -2,6 +2,7 @@
 //! the OpenAPI document are built, so the document cannot drift from the handlers.
 
 use crate::auth::{self, Role};
+use crate::dashboard;
 use crate::error::ApiError;
 use crate::extract::{body_bytes, parse_json, ApiJson, ApiQuery, OptionalJson};
 use crate::AppState;
@@ -63,6 +64,19 @@ const MIN_POSITION: Param = Param {
     description:
         "wait (bounded) until projections reach this global position; 503 if they do not in time",
 };
+
+const DASHBOARD_QUERY: &[Param] = &[
+    Param {
+        name: "key",
+        ty: "string",
+        description: "API key (read role); also stored in the login cookie",
+    },
+    Param {
+        name: "refresh",
+        ty: "string",
+        description: "`0`: do not reload the page every 5 s",
+    },
+];
 
 const COMMON_ERRORS: &[(u16, &str)] = &[
     (400, "invalid input, naming the field"),
@@ -260,6 +274,54 @@ pub fn routes() -> Vec<Route> {
             statuses: &[(200, "OpenAPI 3.1")],
             handler: get(openapi_json),
         },
+        Route {
+            method: Method::GET,
+            path: "/",
+            role: None,
+            summary: "Dashboard: every experiment with its status and active alerts (HTML; with keys configured, a read key as header, `?key=` or the login cookie)",
+            tag: "dashboard",
+            query: DASHBOARD_QUERY,
+            body: None,
+            body_type: "application/json",
+            statuses: &[(200, "the page"), (401, "the login form"), (403, "role too low")],
+            handler: get(dashboard::index),
+        },
+        Route {
+            method: Method::GET,
+            path: "/experiments/{id}",
+            role: None,
+            summary: "Dashboard: one experiment, its variants, lift, charts, SRM, sample size, alerts, audit log and controls (HTML)",
+            tag: "dashboard",
+            query: DASHBOARD_QUERY,
+            body: None,
+            body_type: "application/json",
+            statuses: &[(200, "the page"), (401, "the login form"), (403, "role too low"), (404, "no such experiment")],
+            handler: get(dashboard::experiment),
+        },
+        Route {
+            method: Method::POST,
+            path: "/ui/experiments/{id}/{action}",
+            role: None,
+            summary: "Dashboard button: start, pause, resume or stop with the admin key (form field, header or cookie); 303 back to the page",
+            tag: "dashboard",
+            query: &[],
+            body: Some(obj(json!({"key": s("admin API key"), "reason": s("why"), "winner": s("winning variant (stop only)")}), &[])),
+            body_type: "application/x-www-form-urlencoded",
+            statuses: &[(303, "done; back to the experiment page"), (400, "malformed form"), (401, "admin key missing or unknown"), (403, "role too low"), (404, "no such experiment or action"), (409, "illegal transition")],
+            handler: post(dashboard::action),
+        },
+        Route {
+            method: Method::POST,
+            path: "/ui/login",
+            role: None,
+            summary: "Dashboard login: checks a read key and keeps it in an HttpOnly, SameSite=Strict cookie; 303 to `next`",
+            tag: "dashboard",
+            query: &[],
+            body: Some(obj(json!({"key": s("API key"), "next": s("local path to return to")}), &["key"])),
+            body_type: "application/x-www-form-urlencoded",
+            statuses: &[(303, "signed in"), (400, "malformed form"), (401, "unknown key")],
+            handler: post(dashboard::login_submit),
+        },
     ]
 }
 
@@ -340,7 +402,9 @@ pub fn openapi() -> Value {
                 .iter()
                 .chain(if r.role.is_some() { COMMON_ERRORS } else { &[] })
         {
-            let content = if *status >= 400 {
+            let content = if r.tag == "dashboard" {
+                json!({"text/html": {"schema": {"type": "string"}}})
+            } else if *status >= 400 {
                 json!({"application/json": {"schema": error_schema}})
             } else {
                 json!({"application/json": {"schema": {}}})

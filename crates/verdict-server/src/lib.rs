@@ -7,11 +7,13 @@
 //!
 //! - [`api`]: the route table, handlers and the generated OpenAPI document.
 //! - [`auth`]: API keys with roles.
+//! - [`dashboard`]: the HTML dashboard with server-drawn SVG charts.
 //! - [`error`]: HTTP error mapping.
 //! - [`extract`]: extractors whose rejections name the field.
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 

@@ -31,13 +31,16 @@
 //!   carries `Nats-Msg-Id` = its event id; the server refuses to store an id again, in any
 //!   subject, and the store then looks the ids up to return the original positions (a retry
 //!   on the same stream) or [`StoreError::DuplicateEventId`] (ids stored elsewhere).
-//! * **Beyond it**: a retry with the expected version it was first sent with
-//!   ([`ExpectedVersion::Exact`] or [`ExpectedVersion::NoStream`]) fails the version check;
-//!   the store then reads the events right after that version and, if they are this very
-//!   batch, returns their positions. Not covered beyond the window (JetStream has no index
-//!   by id): a retry with [`ExpectedVersion::Any`] or [`ExpectedVersion::StreamExists`] is
-//!   stored again, and an id reused on another stream goes undetected. Retry with an exact
-//!   version, or within the window.
+//! * **Beyond it**: a conditional retry ([`ExpectedVersion::Exact`] or
+//!   [`ExpectedVersion::NoStream`]) fails the version check once its batch is stored; on
+//!   every version failure the store looks for the batch's ids in the stream's own history
+//!   and returns the original positions (or [`StoreError::DuplicateEventId`] if only some
+//!   are there). Not covered beyond the window, because JetStream has no index by id: a
+//!   retry with [`ExpectedVersion::Any`] or [`ExpectedVersion::StreamExists`] is stored
+//!   again, and ids stored on *another* stream are reported as a version conflict (when the
+//!   version fails) or stored again (when it holds). Retry with an exact version, or within
+//!   the window. The shared model-based property test finds exactly these cases, so this
+//!   crate does not run it.
 //!
 //! # Durability
 //!
@@ -715,17 +718,15 @@ impl EventStore for NatsStore {
         loop {
             let (last_seq, current) = inner.last_on_subject(&subject).await?;
             if !expected.admits(current) {
-                // A lost-ack retry sent with its original expected version finds its events
-                // right after that version, even beyond the duplicate window.
-                let after = match expected {
-                    ExpectedVersion::Exact(v) => Some(v + 1),
-                    ExpectedVersion::NoStream => Some(1),
-                    _ => None,
-                };
-                if let Some(v) = after {
-                    if let Some(found) = inner.stored_at(stream, v, &events).await? {
-                        return Ok(found);
+                // A lost-ack retry whose expected version no longer holds (even beyond the
+                // duplicate window): its events are in this stream's history.
+                match inner.resolve_duplicate(stream, &events, None).await {
+                    Ok(found) => return Ok(found),
+                    Err(e @ StoreError::DuplicateEventId { position, .. }) if position > 0 => {
+                        return Err(e)
                     }
+                    Err(StoreError::DuplicateEventId { .. }) => {}
+                    Err(e) => return Err(e),
                 }
                 return Err(StoreError::WrongExpectedVersion {
                     stream: stream.to_owned(),

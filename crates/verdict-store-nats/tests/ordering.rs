@@ -230,3 +230,50 @@ async fn servers_older_than_2_12_are_refused() {
         other => panic!("expected ServerTooOld, got {other:?}"),
     }
 }
+
+/// Beyond the duplicate window, a conditional retry is still recognised from the stream's
+/// history; an `Any` retry is not (documented: JetStream has no index by event id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_beyond_the_duplicate_window() {
+    let factory = NatsFactory::new();
+    let mut options = factory.fresh_options();
+    options.duplicate_window = Duration::from_millis(500);
+    let store = NatsStore::open(options).await.unwrap();
+    let batch = events("E", 3);
+    let first = store
+        .append("a", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    store
+        .append("a", ExpectedVersion::Any, events("F", 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = store
+        .append("a", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let prefix = store
+        .append("a", ExpectedVersion::Exact(0), batch[..2].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(prefix.positions(), 1..=2);
+    let mut mixed = events("N", 1);
+    mixed.push(batch[1].clone());
+    let err = store
+        .append("a", ExpectedVersion::Exact(1), mixed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { position: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.head().await.unwrap(), 4);
+    // The limitation: an unconditional retry after the window is stored a second time.
+    let twice = store
+        .append("a", ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(twice.positions(), 5..=7);
+}

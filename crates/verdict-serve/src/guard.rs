@@ -220,6 +220,14 @@ impl<M: Model> Guarded<M> {
 #[async_trait::async_trait]
 impl<M: Model> Model for Guarded<M> {
     async fn predict(&self, user_id: &str, input: &Value) -> Result<Prediction, ModelError> {
+        self.predict_timed(user_id, input).await.map(|(p, _)| p)
+    }
+
+    async fn predict_timed(
+        &self,
+        user_id: &str,
+        input: &Value,
+    ) -> Result<(Prediction, Option<Duration>), ModelError> {
         self.breaker.admit()?;
         // Refuse at once rather than queue: a queue in front of a slow model only adds latency.
         let Ok(_permit) = self.limit.try_acquire() else {
@@ -228,13 +236,17 @@ impl<M: Model> Model for Guarded<M> {
                 self.concurrency
             )));
         };
-        let result =
-            match tokio::time::timeout(self.timeout, self.inner.predict(user_id, input)).await {
-                Ok(r) => r,
-                Err(_) => Err(ModelError::Timeout(
-                    u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-                )),
-            };
+        let result = match tokio::time::timeout(
+            self.timeout,
+            self.inner.predict_timed(user_id, input),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ModelError::Timeout(
+                u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            )),
+        };
         self.breaker.record(result.as_ref().map(|_| ()));
         result
     }

@@ -315,8 +315,17 @@ fn flatten(v: &Value, out: &mut Vec<Value>) {
 
 #[async_trait::async_trait]
 impl Model for HttpModel {
-    async fn predict(&self, _user_id: &str, input: &Value) -> Result<Prediction, ModelError> {
+    async fn predict(&self, user_id: &str, input: &Value) -> Result<Prediction, ModelError> {
+        self.predict_timed(user_id, input).await.map(|(p, _)| p)
+    }
+
+    async fn predict_timed(
+        &self,
+        _user_id: &str,
+        input: &Value,
+    ) -> Result<(Prediction, Option<Duration>), ModelError> {
         let (body, batch) = self.request(input)?;
+        let start = std::time::Instant::now();
         // A pooled connection the server has since closed (uvicorn drops it after a 500, a
         // restarted server resets it) fails on reuse; retry once on a fresh connection.
         // Inference is a pure function of the body, so sending it twice is safe. A refused
@@ -358,11 +367,15 @@ impl Model for HttpModel {
                 truncate(&text)
             )));
         }
+        let upstream_time = start.elapsed();
         let (output, model_version) = self.response(&text, batch)?;
-        Ok(Prediction {
-            output,
-            model_version,
-        })
+        Ok((
+            Prediction {
+                output,
+                model_version,
+            },
+            Some(upstream_time),
+        ))
     }
 }
 

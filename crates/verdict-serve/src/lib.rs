@@ -98,4 +98,16 @@ pub trait Model: Send + Sync + std::fmt::Debug {
     /// Predicts for one request. `user_id` is passed separately because most
     /// recommenders key on it; `input` is the request's JSON input.
     async fn predict(&self, user_id: &str, input: &Value) -> Result<Prediction, ModelError>;
+
+    /// Like [`Model::predict`], also returning the time spent in the model itself (the
+    /// engine's run for in-process models, the upstream round trip for HTTP ones), so the
+    /// caller can record model time and platform overhead separately. `None` when the
+    /// backend does not measure it.
+    async fn predict_timed(
+        &self,
+        user_id: &str,
+        input: &Value,
+    ) -> Result<(Prediction, Option<std::time::Duration>), ModelError> {
+        self.predict(user_id, input).await.map(|p| (p, None))
+    }
 }

@@ -171,6 +171,12 @@ async fn v2_success_and_error_kinds() {
         .unwrap();
     assert_eq!(p.output, json!({"predict": 6.5}));
     assert_eq!(p.model_version, "v2:iris@v1");
+    let start = Instant::now();
+    let (_, upstream) = iris
+        .predict_timed("u", &json!({"features": [1]}))
+        .await
+        .unwrap();
+    assert!(upstream.unwrap() <= start.elapsed());
     let p = iris
         .predict("u", &json!({"features": [[1, 2, 3], [4, 5, 6]]}))
         .await

@@ -178,7 +178,28 @@ async fn default_registry_serves_onnx_recommenders_from_any_directory() {
         .await
         .unwrap();
     assert_ne!(v1.output["probabilities"], v2.output["probabilities"]);
-    // builtin: still works.
+    // Model time is measured apart from the platform's own time.
+    let start = std::time::Instant::now();
+    let (p, model_time) = embedded
+        .resolve("rec-v1")
+        .unwrap()
+        .predict_timed("user-123", &input)
+        .await
+        .unwrap();
+    let model_time = model_time.expect("ONNX models measure their run");
+    assert!(model_time > std::time::Duration::ZERO && model_time <= start.elapsed());
+    assert_eq!(p, v1);
+    // builtin: still works, without a model time.
+    assert_eq!(
+        embedded
+            .resolve("builtin:x")
+            .unwrap()
+            .predict_timed("u", &input)
+            .await
+            .unwrap()
+            .1,
+        None
+    );
     assert!(embedded
         .resolve("builtin:rec-v1")
         .unwrap()

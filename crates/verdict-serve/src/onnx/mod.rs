@@ -108,16 +108,28 @@ impl OnnxModel {
 #[async_trait::async_trait]
 impl Model for OnnxModel {
     async fn predict(&self, user_id: &str, input: &Value) -> Result<Prediction, ModelError> {
+        self.predict_timed(user_id, input).await.map(|(p, _)| p)
+    }
+
+    async fn predict_timed(
+        &self,
+        user_id: &str,
+        input: &Value,
+    ) -> Result<(Prediction, Option<Duration>), ModelError> {
         // Map on the async thread (cheap, and errors need no hop); run on the blocking pool.
         let (rows, data, batch) = mapping::to_matrix(&self.spec, self.width(), user_id, input)?;
         let session = self.session.clone();
-        let outputs = tokio::task::spawn_blocking(move || session.run(rows, data))
-            .await
-            .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
-            .map_err(ModelError::Internal)?;
-        Ok(Prediction {
+        let (outputs, model_time) = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            session.run(rows, data).map(|o| (o, start.elapsed()))
+        })
+        .await
+        .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
+        .map_err(ModelError::Internal)?;
+        let prediction = Prediction {
             output: mapping::to_json(&self.spec, &outputs, rows, batch)?,
             model_version: self.version.clone(),
-        })
+        };
+        Ok((prediction, Some(model_time)))
     }
 }

@@ -34,12 +34,11 @@ pub fn encode(
 
 /// Decodes a stored event into the domain event (upcast to the current shape).
 pub fn decode(recorded: &RecordedEvent) -> Result<Event, DecodeError> {
-    let data = serde_json::from_slice(&recorded.payload).map_err(|e| DecodeError::Malformed {
-        event_type: recorded.event_type.clone(),
-        version: recorded.schema_version,
-        message: e.to_string(),
-    })?;
-    Event::decode(&recorded.event_type, recorded.schema_version, data)
+    Event::decode_slice(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.payload,
+    )
 }
 
 /// Microseconds since the epoch as a timestamp.

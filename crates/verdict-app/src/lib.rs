@@ -9,6 +9,7 @@
 //! - [`dashboard_queries`]: the timeline with the cumulative lift per bucket, for the
 //!   dashboard.
 //! - [`monitor`]: the six monitors, alerts as events, and the guardrail stop.
+//! - [`instrument`]: a store decorator measuring appends for `/metrics`.
 //! - [`codec`]: domain events to and from the store's envelope.
 //!
 //! Nothing here knows HTTP; the server crate maps [`AppError`] to statuses.
@@ -16,6 +17,7 @@
 pub mod codec;
 pub mod dashboard_queries;
 pub mod error;
+pub mod instrument;
 pub mod monitor;
 pub mod projector;
 pub mod queries;

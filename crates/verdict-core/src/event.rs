@@ -394,6 +394,35 @@ impl Event {
         }
     }
 
+    /// Decodes stored JSON bytes of `event_type` at `version`. Current versions parse in
+    /// one pass straight into the typed event (the replay hot path); older ones go
+    /// through [`Event::decode`] and its upcasters.
+    pub fn decode_slice(
+        event_type: &str,
+        version: u32,
+        payload: &[u8],
+    ) -> Result<Event, DecodeError> {
+        let current = current_version(event_type)
+            .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+        let malformed = |e: serde_json::Error| DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            version,
+            message: e.to_string(),
+        };
+        if version != current {
+            let data = serde_json::from_slice(payload).map_err(malformed)?;
+            return Event::decode(event_type, version, data);
+        }
+        // `{"type":"<T>","data":<payload>}`: the type first, so serde need not buffer.
+        let mut buf = Vec::with_capacity(payload.len() + event_type.len() + 20);
+        buf.extend_from_slice(b"{\"type\":\"");
+        buf.extend_from_slice(event_type.as_bytes());
+        buf.extend_from_slice(b"\",\"data\":");
+        buf.extend_from_slice(payload);
+        buf.push(b'}');
+        serde_json::from_slice(&buf).map_err(malformed)
+    }
+
     /// Decodes stored data of `event_type` at `version`, upcasting to the current shape.
     pub fn decode(event_type: &str, version: u32, data: Value) -> Result<Event, DecodeError> {
         let current = current_version(event_type)
@@ -494,6 +523,25 @@ mod tests {
             vec![("control", "rec-v1", 0.5), ("treatment", "rec-v2", 0.5)]
         );
         assert_eq!(d.hash_attribute, "user_id");
+    }
+
+    #[test]
+    fn decoding_bytes_agrees_with_decoding_values() {
+        let e = Event::UserInteracted(UserInteracted {
+            experiment_id: "e".into(),
+            user_id: "u".into(),
+            action: "click".into(),
+            item_id: Some("7".into()),
+            variant: None,
+        });
+        let bytes = serde_json::to_vec(&e.encode_data()).unwrap();
+        assert_eq!(Event::decode_slice("UserInteracted", 1, &bytes).unwrap(), e);
+        let v1 = br#"{"experiment_id": "x", "models": {"control": "a", "t": "b"}}"#;
+        assert!(matches!(
+            Event::decode_slice("ExperimentCreated", 1, v1),
+            Ok(Event::ExperimentCreated(_))
+        ));
+        assert!(Event::decode_slice("UserInteracted", 1, b"{}").is_err());
     }
 
     #[test]

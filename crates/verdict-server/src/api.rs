@@ -264,6 +264,18 @@ pub fn routes() -> Vec<Route> {
         },
         Route {
             method: Method::GET,
+            path: "/metrics",
+            role: Some(Role::Read),
+            summary: "Prometheus metrics (text format 0.0.4)",
+            tag: "operations",
+            query: &[],
+            body: None,
+            body_type: "application/json",
+            statuses: &[(200, "metrics")],
+            handler: get(prometheus),
+        },
+        Route {
+            method: Method::GET,
             path: "/api/openapi.json",
             role: None,
             summary: "This document",
@@ -909,6 +921,26 @@ async fn readyz(State(s): State<AppState>) -> ApiResult {
         StatusCode::OK,
         json!({"status": "ready", "head": head, "projected": position, "lag": head.saturating_sub(position)}),
     )
+}
+
+async fn prometheus(State(s): State<AppState>) -> ApiResult {
+    let head = s
+        .store
+        .head()
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let text = {
+        let model = s.projections.read().await;
+        crate::metrics::render(&model, head, &s.store_stats)
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn openapi_json() -> ApiResult {

@@ -10,12 +10,16 @@
 //! - [`dashboard`]: the HTML dashboard with server-drawn SVG charts.
 //! - [`error`]: HTTP error mapping.
 //! - [`extract`]: extractors whose rejections name the field.
+//! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`webhooks`]: at-least-once alert delivery to configured URLs.
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod metrics;
+pub mod webhooks;
 
 use auth::ApiKey;
 use std::net::SocketAddr;
@@ -46,6 +50,10 @@ pub struct ServerConfig {
     pub checkpoint: CheckpointPolicy,
     /// Monitors run after every projected batch and at least this often.
     pub monitor_every: Duration,
+    /// URLs that receive every alert (POST JSON).
+    pub webhooks: Vec<String>,
+    /// Retry schedule of webhook deliveries.
+    pub webhook_backoff: webhooks::Backoff,
 }
 
 impl ServerConfig {
@@ -59,6 +67,8 @@ impl ServerConfig {
             models: Vec::new(),
             checkpoint: CheckpointPolicy::default(),
             monitor_every: Duration::from_secs(5),
+            webhooks: Vec::new(),
+            webhook_backoff: webhooks::Backoff::default(),
         }
     }
 }
@@ -95,8 +105,10 @@ pub struct Inner {
     pub commands: Arc<CommandService>,
     /// The read side.
     pub projections: Arc<Projections>,
-    /// The event store.
+    /// The event store (instrumented).
     pub store: Arc<dyn EventStore>,
+    /// Append measurements of the store.
+    pub store_stats: Arc<verdict_app::instrument::StoreStats>,
     /// Configuration.
     pub config: ServerConfig,
 }
@@ -129,11 +141,16 @@ impl AppState {
         for (name, uri) in &config.models {
             registry.register(name, uri);
         }
+        // Every append, whoever makes it, is measured for /metrics.
+        let instrumented = verdict_app::instrument::Instrumented::new(store);
+        let store_stats = instrumented.stats.clone();
+        let store: Arc<dyn EventStore> = Arc::new(instrumented);
         let commands = Arc::new(CommandService::open(store.clone(), registry, clock).await?);
         Ok(Self(Arc::new(Inner {
             commands,
             projections,
             store,
+            store_stats,
             config,
         })))
     }
@@ -147,6 +164,7 @@ pub struct Server {
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     projector: tokio::task::JoinHandle<Result<(), verdict_app::projector::ProjectionError>>,
     monitors: tokio::task::JoinHandle<()>,
+    deliveries: tokio::task::JoinHandle<()>,
     store: Arc<dyn EventStore>,
     /// Handler state (for in-process callers such as the demo).
     pub state: AppState,
@@ -197,6 +215,13 @@ pub async fn start_with_store(
     ));
     let monitors =
         tokio::spawn(runner.run(config.monitor_every, Duration::from_millis(200), rx.clone()));
+    let deliveries = tokio::spawn(webhooks::run(
+        state.store.clone(),
+        config.webhooks.clone(),
+        config.data_dir.clone(),
+        config.webhook_backoff,
+        rx.clone(),
+    ));
     let app =
         api::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(config.body_limit));
     let addr = listener.local_addr()?;
@@ -214,6 +239,7 @@ pub async fn start_with_store(
         http,
         projector,
         monitors,
+        deliveries,
         store,
         state,
     })
@@ -237,6 +263,7 @@ impl Server {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let _ = self.monitors.await;
+        let _ = self.deliveries.await;
         let projected = self
             .projector
             .await

@@ -707,3 +707,80 @@ async fn a_failing_model_stops_its_experiment() {
     }
     app.stop().await;
 }
+
+/// Alerts reach a webhook at least once, through a receiver that refuses the first tries.
+#[tokio::test]
+async fn alerts_are_delivered_to_webhooks_with_retries() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Receiver {
+        attempts: u32,
+        accepted: Vec<Value>,
+    }
+    let received = Arc::new(Mutex::new(Receiver::default()));
+    let hook = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let received = received.clone();
+                async move {
+                    let mut r = received.lock().unwrap();
+                    r.attempts += 1;
+                    if r.attempts <= 2 {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    r.accepted.push(body);
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+
+    let app = spawn_with(tempfile::tempdir().unwrap(), |c| {
+        c.monitor_every = Duration::from_millis(100);
+        c.webhooks = vec![url];
+        c.webhook_backoff = verdict_server::webhooks::Backoff {
+            first: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        };
+    })
+    .await;
+    app.post(
+        "/api/experiments",
+        json!({
+            "experiment_id": "hooked",
+            "variants": [{"key": "control", "model": "rec-v1"}, {"key": "treatment", "model": "builtin-failing:rec-v2"}],
+            "monitors": {"min_sample": 10},
+            "start": true
+        }),
+    )
+    .await;
+    for i in 0..80 {
+        app.post(
+            "/api/predictions",
+            json!({"experiment_id": "hooked", "user_id": format!("u{i}")}),
+        )
+        .await;
+    }
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(b) = received.lock().unwrap().accepted.first().cloned() {
+            delivered = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = delivered.expect("the alert reached the webhook");
+    assert_eq!(body["type"], "AlertRaised");
+    assert_eq!(body["alert"]["monitor"], "error_rate");
+    assert_eq!(body["alert"]["severity"], "P1");
+    assert!(
+        received.lock().unwrap().attempts >= 3,
+        "the first two attempts were refused and retried"
+    );
+    app.stop().await;
+}

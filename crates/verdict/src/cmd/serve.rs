@@ -45,6 +45,8 @@ pub struct FileConfig {
     models: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     api_keys: Vec<ApiKey>,
+    #[serde(default)]
+    webhooks: Vec<String>,
 }
 
 /// The validated configuration: where to listen and how to serve.
@@ -82,6 +84,7 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
         config.query_wait = Duration::from_millis(ms);
     }
     config.api_keys = file.api_keys;
+    config.webhooks = file.webhooks;
     config.models = file.models.into_iter().collect();
     Ok((listen, config))
 }

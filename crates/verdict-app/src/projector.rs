@@ -5,7 +5,6 @@
 //! disagree: a restart loads the snapshot and resumes at `position + 1` without double
 //! counting. Queries wait on [`Projections::wait_for`] to read their own writes.
 
-use crate::codec;
 use crate::readmodel::ReadModel;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,12 +103,15 @@ impl Projections {
         let Some(last) = events.last() else { return };
         let mut model = self.model.write().await;
         for e in events {
-            match codec::decode(e) {
-                Ok(event) => model.apply(e.position, e.recorded_at, &event),
-                Err(err) => {
-                    tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
-                    model.skip_undecodable(e.position);
-                }
+            if let Err(err) = model.apply_stored(
+                e.position,
+                e.recorded_at,
+                &e.event_type,
+                e.schema_version,
+                &e.payload,
+            ) {
+                tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
+                model.skip_undecodable(e.position);
             }
         }
         drop(model);

@@ -202,7 +202,189 @@ pub struct ExperimentView {
     pub alerts: Vec<AlertView>,
 }
 
+/// The traffic event kinds, which make up nearly the whole log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// `UserAssigned`.
+    Assigned,
+    /// `PredictionMade`.
+    Predicted,
+    /// `PredictionFailed`.
+    Failed,
+    /// `UserInteracted`.
+    Interacted,
+    /// `ConversionRecorded`.
+    Converted,
+}
+
+impl Traffic {
+    /// The kind of a stored event type, if it is traffic.
+    pub fn of(event_type: &str) -> Option<Self> {
+        Some(match event_type {
+            "UserAssigned" => Traffic::Assigned,
+            "PredictionMade" => Traffic::Predicted,
+            "PredictionFailed" => Traffic::Failed,
+            "UserInteracted" => Traffic::Interacted,
+            "ConversionRecorded" => Traffic::Converted,
+            _ => return None,
+        })
+    }
+}
+
+/// The fields of a traffic event the read model uses, borrowed from the stored JSON:
+/// decoding only these (and skipping model inputs and outputs) is what makes replay fast.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Fields<'a> {
+    /// Experiment.
+    #[serde(borrow)]
+    pub experiment_id: std::borrow::Cow<'a, str>,
+    /// User.
+    #[serde(borrow)]
+    pub user_id: std::borrow::Cow<'a, str>,
+    /// Variant (assignments and predictions).
+    #[serde(borrow, default)]
+    pub variant: Option<std::borrow::Cow<'a, str>>,
+    /// Latency (predictions).
+    #[serde(default)]
+    pub latency_ms: f64,
+    /// Shadow call (predictions).
+    #[serde(default)]
+    pub shadow: bool,
+    /// Revenue (conversions).
+    #[serde(default)]
+    pub amount: f64,
+}
+
+impl<'a> Fields<'a> {
+    fn of_assigned(e: &'a verdict_core::event::UserAssigned) -> Self {
+        Self {
+            experiment_id: e.experiment_id.as_str().into(),
+            user_id: e.user_id.as_str().into(),
+            variant: Some(e.variant.as_str().into()),
+            ..Self::default()
+        }
+    }
+    fn of_made(e: &'a verdict_core::event::PredictionMade) -> Self {
+        Self {
+            experiment_id: e.experiment_id.as_str().into(),
+            user_id: e.user_id.as_str().into(),
+            variant: Some(e.variant.as_str().into()),
+            latency_ms: e.latency_ms,
+            shadow: e.shadow,
+            amount: 0.0,
+        }
+    }
+    fn of_failed(e: &'a verdict_core::event::PredictionFailed) -> Self {
+        Self {
+            experiment_id: e.experiment_id.as_str().into(),
+            user_id: e.user_id.as_str().into(),
+            variant: Some(e.variant.as_str().into()),
+            latency_ms: e.latency_ms,
+            shadow: e.shadow,
+            amount: 0.0,
+        }
+    }
+    fn of_interacted(e: &'a verdict_core::event::UserInteracted) -> Self {
+        Self {
+            experiment_id: e.experiment_id.as_str().into(),
+            user_id: e.user_id.as_str().into(),
+            ..Self::default()
+        }
+    }
+    fn of_converted(e: &'a verdict_core::event::ConversionRecorded) -> Self {
+        Self {
+            experiment_id: e.experiment_id.as_str().into(),
+            user_id: e.user_id.as_str().into(),
+            amount: e.amount,
+            ..Self::default()
+        }
+    }
+}
+
 impl ExperimentView {
+    fn apply_traffic(&mut self, kind: Traffic, f: &Fields<'_>, at: i64) {
+        let view = self;
+        match kind {
+            Traffic::Assigned => {
+                let Some(i) = f.variant.as_deref().and_then(|v| view.variant_index(v)) else {
+                    return;
+                };
+                if view.users.contains_key(f.user_id.as_ref()) {
+                    return; // a second exposure record of the same user counts once
+                }
+                view.users.insert(
+                    f.user_id.to_string(),
+                    UserState {
+                        variant: i as u32,
+                        converted: false,
+                        revenue: 0.0,
+                    },
+                );
+                view.variants[i].users += 1;
+                view.bucket(at, i).new_users += 1;
+            }
+            Traffic::Predicted => {
+                let Some(i) = f.variant.as_deref().and_then(|v| view.variant_index(v)) else {
+                    return;
+                };
+                if f.shadow {
+                    let v = &mut view.variants[i];
+                    v.shadow_predictions += 1;
+                    v.shadow_latency.record_ms(f.latency_ms);
+                    return;
+                }
+                view.variants[i].predictions += 1;
+                view.variants[i].latency.record_ms(f.latency_ms);
+                let b = view.bucket(at, i);
+                b.predictions += 1;
+                b.latency.record_ms(f.latency_ms);
+            }
+            Traffic::Failed => {
+                let Some(i) = f.variant.as_deref().and_then(|v| view.variant_index(v)) else {
+                    return;
+                };
+                if f.shadow {
+                    view.variants[i].shadow_errors += 1;
+                    return;
+                }
+                view.variants[i].errors += 1;
+                view.bucket(at, i).errors += 1;
+            }
+            Traffic::Interacted => match view.users.get(f.user_id.as_ref()) {
+                Some(u) => {
+                    let i = u.variant as usize;
+                    view.variants[i].interactions += 1;
+                }
+                None => view.unattributed_interactions += 1,
+            },
+            Traffic::Converted => {
+                // The projection's own assignment is the truth, whatever the client said.
+                let Some(user) = view.users.get_mut(f.user_id.as_ref()) else {
+                    view.unattributed_conversions += 1;
+                    return;
+                };
+                let i = user.variant as usize;
+                let first = !user.converted;
+                user.converted = true;
+                let before = user.revenue;
+                user.revenue += f.amount;
+                let after = user.revenue;
+                let v = &mut view.variants[i];
+                v.conversion_events += 1;
+                v.revenue_sum += f.amount;
+                v.revenue_sum_squares += after * after - before * before;
+                if first {
+                    v.converted_users += 1;
+                }
+                let b = view.bucket(at, i);
+                b.revenue += f.amount;
+                if first {
+                    b.newly_converted += 1;
+                }
+            }
+        }
+    }
+
     fn variant_index(&self, key: &str) -> Option<usize> {
         self.state
             .definition
@@ -273,81 +455,19 @@ impl ReadModel {
                 view.stopped_at = Some(at);
             }
             Event::UserAssigned(e) => {
-                let Some(i) = view.variant_index(&e.variant) else {
-                    return;
-                };
-                if view.users.contains_key(&e.user_id) {
-                    return; // a second exposure record of the same user counts once
-                }
-                view.users.insert(
-                    e.user_id.clone(),
-                    UserState {
-                        variant: i as u32,
-                        converted: false,
-                        revenue: 0.0,
-                    },
-                );
-                view.variants[i].users += 1;
-                view.bucket(at, i).new_users += 1;
+                view.apply_traffic(Traffic::Assigned, &Fields::of_assigned(e), at)
             }
             Event::PredictionMade(e) => {
-                let Some(i) = view.variant_index(&e.variant) else {
-                    return;
-                };
-                if e.shadow {
-                    let v = &mut view.variants[i];
-                    v.shadow_predictions += 1;
-                    v.shadow_latency.record_ms(e.latency_ms);
-                    return;
-                }
-                view.variants[i].predictions += 1;
-                view.variants[i].latency.record_ms(e.latency_ms);
-                let b = view.bucket(at, i);
-                b.predictions += 1;
-                b.latency.record_ms(e.latency_ms);
+                view.apply_traffic(Traffic::Predicted, &Fields::of_made(e), at)
             }
             Event::PredictionFailed(e) => {
-                let Some(i) = view.variant_index(&e.variant) else {
-                    return;
-                };
-                if e.shadow {
-                    view.variants[i].shadow_errors += 1;
-                    return;
-                }
-                view.variants[i].errors += 1;
-                view.bucket(at, i).errors += 1;
+                view.apply_traffic(Traffic::Failed, &Fields::of_failed(e), at)
             }
-            Event::UserInteracted(e) => match view.users.get(&e.user_id) {
-                Some(u) => {
-                    let i = u.variant as usize;
-                    view.variants[i].interactions += 1;
-                }
-                None => view.unattributed_interactions += 1,
-            },
+            Event::UserInteracted(e) => {
+                view.apply_traffic(Traffic::Interacted, &Fields::of_interacted(e), at)
+            }
             Event::ConversionRecorded(e) => {
-                // The projection's own assignment is the truth, whatever the client said.
-                let Some(user) = view.users.get_mut(&e.user_id) else {
-                    view.unattributed_conversions += 1;
-                    return;
-                };
-                let i = user.variant as usize;
-                let first = !user.converted;
-                user.converted = true;
-                let before = user.revenue;
-                user.revenue += e.amount;
-                let after = user.revenue;
-                let v = &mut view.variants[i];
-                v.conversion_events += 1;
-                v.revenue_sum += e.amount;
-                v.revenue_sum_squares += after * after - before * before;
-                if first {
-                    v.converted_users += 1;
-                }
-                let b = view.bucket(at, i);
-                b.revenue += e.amount;
-                if first {
-                    b.newly_converted += 1;
-                }
+                view.apply_traffic(Traffic::Converted, &Fields::of_converted(e), at)
             }
             Event::AlertRaised(e) => view.alerts.push(AlertView {
                 alert_id: e.alert_id,
@@ -366,6 +486,40 @@ impl ReadModel {
                 }
             }
         }
+    }
+
+    /// Applies a stored event from its type, schema version and JSON payload. Current
+    /// traffic events decode only the fields the model needs; everything else (and
+    /// older schema versions) decodes fully, with upcasting.
+    pub fn apply_stored(
+        &mut self,
+        position: u64,
+        at: i64,
+        event_type: &str,
+        schema_version: u32,
+        payload: &[u8],
+    ) -> Result<(), verdict_core::event::DecodeError> {
+        if position <= self.position {
+            return Ok(());
+        }
+        if let Some(kind) = Traffic::of(event_type).filter(|_| schema_version == 1) {
+            let f: Fields<'_> = serde_json::from_slice(payload).map_err(|e| {
+                verdict_core::event::DecodeError::Malformed {
+                    event_type: event_type.to_owned(),
+                    version: schema_version,
+                    message: e.to_string(),
+                }
+            })?;
+            self.position = position;
+            if let Some(view) = self.experiments.get_mut(f.experiment_id.as_ref()) {
+                view.last_event_at = view.last_event_at.max(at);
+                view.apply_traffic(kind, &f, at);
+            }
+            return Ok(());
+        }
+        let event = Event::decode_slice(event_type, schema_version, payload)?;
+        self.apply(position, at, &event);
+        Ok(())
     }
 
     /// Counts an event that could not be decoded, and moves past it.
@@ -440,6 +594,51 @@ mod tests {
         assert_eq!((c.revenue_sum, c.revenue_sum_squares), (30.0, 900.0));
         assert_eq!(v.variants[1].users, 0);
         assert_eq!(v.unattributed_conversions, 1);
+    }
+
+    #[test]
+    fn the_fast_stored_path_agrees_with_full_decoding() {
+        let made = |user: &str, variant: &str, ms: f64| {
+            Event::PredictionMade(PredictionMade {
+                experiment_id: "exp-001".into(),
+                user_id: user.into(),
+                variant: variant.into(),
+                model: "m".into(),
+                model_version: "1".into(),
+                prediction_id: Uuid::nil(),
+                input: json!({"context": "homepage", "nested": [1, {"a": null}]}),
+                output: json!({"items": [1, 2, 3]}),
+                latency_ms: ms,
+                shadow: false,
+            })
+        };
+        let events = [
+            created(),
+            assigned("a", "control"),
+            made("a", "control", 3.5),
+            assigned("b", "treatment"),
+            made("b", "treatment", 7.25),
+            converted("a", 10.0),
+            converted("b", 4.0),
+            converted("nobody", 1.0),
+        ];
+        let (mut full, mut fast) = (ReadModel::default(), ReadModel::default());
+        for (i, e) in events.iter().enumerate() {
+            let at = 1_800_000_000_000_000 + i as i64 * HOUR_MICROS / 2;
+            full.apply(i as u64 + 1, at, e);
+            let payload = serde_json::to_vec(&e.encode_data()).unwrap();
+            fast.apply_stored(
+                i as u64 + 1,
+                at,
+                e.event_type(),
+                e.schema_version(),
+                &payload,
+            )
+            .unwrap();
+        }
+        let value = |m: &ReadModel| serde_json::to_value(m).unwrap();
+        assert_eq!(value(&fast), value(&full));
+        assert_eq!(fast.experiments["exp-001"].variants[1].predictions, 1);
     }
 
     #[test]

@@ -41,7 +41,8 @@ async fn main() {
         );
         store.close().await.unwrap();
         // Leave nothing behind on the server.
-        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let first = url.split(',').next().unwrap_or_default();
+        let client = async_nats::connect(first).await.unwrap();
         let _ = client
             .request(
                 format!("$JS.API.STREAM.DELETE.{}", options.stream),

@@ -256,9 +256,15 @@ impl NatsStore {
     /// Connects, checks the server version, and creates the stream if it does not exist.
     pub async fn open(options: NatsOptions) -> Result<Self, NatsError> {
         options.validate()?;
+        let servers = options
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NatsError::InvalidOptions(format!("server URL: {e}")))?;
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(options.request_timeout))
-            .connect(options.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| NatsError::Connect(e.to_string()))?;
         let version = client.server_info().version;

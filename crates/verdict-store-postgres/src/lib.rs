@@ -14,24 +14,28 @@
 //! transactions also leave permanent holes, which the numbering contract forbids.
 //!
 //! This store instead **allocates positions inside the append transaction from the
-//! `verdict_head` row**: the first statement of every append is
-//! `UPDATE verdict_head SET position = position + n RETURNING position`, which takes that
-//! row's lock and keeps it until COMMIT or ROLLBACK. So appends are serialized, each one's
-//! positions follow the last committed append's, and a rejected or failed append rolls its
-//! allocation back (no holes). PostgreSQL marks a transaction committed and visible before it
-//! releases its locks, so when the next append gets the row, its predecessor is already
-//! visible to every new snapshot: **the committed events are always exactly positions
-//! `1..=head`**, and a reader can never see position P+1 without P. The checks of the append
-//! (idempotency by id, expected version) run after the row lock is taken, so they see every
-//! earlier append and cannot race.
+//! `verdict_head` row**: the transaction's first statement is
+//! `SELECT position FROM verdict_head FOR UPDATE`, which takes that row's lock and keeps it
+//! until COMMIT or ROLLBACK, and its last writes the new head. So appends are serialized,
+//! each one's positions follow the last committed ones, and a rejected or failed append
+//! allocates nothing (no holes). PostgreSQL marks a transaction committed and visible before
+//! it releases its locks, so when the next transaction gets the row, its predecessor is
+//! already visible to every new snapshot: **the committed events are always exactly
+//! positions `1..=head`**, and a reader can never see position P+1 without P. The checks of
+//! an append (idempotency by id, expected version) run after the lock is taken, so they see
+//! every earlier append and cannot race. This holds across processes: several stores on
+//! one schema share the row.
+//!
+//! Serialized commits cannot share a WAL flush, so each store commits **in groups**
+//! (module `group`): one writer task takes every append waiting at that moment, decides them all
+//! under one lock hold and commits them in one transaction, one flush.
 //!
 //! The alternative, sequence positions read only below the `pg_snapshot_xmin` safe horizon,
 //! lets writers commit in parallel, but its positions have holes (rollbacks, sequence
 //! caching) so it cannot give dense 1, 2, 3… numbering, and one long transaction anywhere in
-//! the database stalls every reader. The price of the choice made here is that appends
-//! commit one at a time, each waiting for its own WAL flush while it holds the row: about
-//! one append per commit latency (see docs/BENCHMARKS.md). Batching events into fewer,
-//! larger appends is the lever.
+//! the database stalls every reader. The price of the choice made here is one commit at a
+//! time per database: within a process group commit recovers the throughput, but several
+//! processes appending to one schema take turns (see docs/BENCHMARKS.md).
 //!
 //! # Durability
 //!
@@ -51,6 +55,7 @@
 //! was down. Subscriptions themselves are [`Subscription::spawn_polling`] over `read_all`.
 //! Appends made through this store announce their head directly after COMMIT.
 
+mod group;
 mod migrate;
 mod pool;
 
@@ -59,7 +64,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch, RwLock};
+use tokio::sync::{mpsc, oneshot, watch, RwLock};
 use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
 use uuid::Uuid;
 use verdict_store::{
@@ -143,11 +148,11 @@ pub struct PgStore {
 }
 
 #[derive(Debug)]
-struct Inner {
-    pool: Pool,
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
     schema: String,
     /// The NOTIFY channel: per schema, since channels are per database.
-    channel: String,
+    pub(crate) channel: String,
     /// `true` once closed. Appends hold it shared for their whole run, so `close` taking it
     /// exclusively waits for the appends in flight.
     closed: RwLock<bool>,
@@ -157,14 +162,14 @@ struct Inner {
     head_rx: watch::Receiver<u64>,
     /// Tells the listener task to stop.
     stop: watch::Sender<bool>,
+    /// Appends waiting for the writer task, which commits them in groups.
+    appends: mpsc::Sender<group::Request>,
 }
-
-type DynSql<'a> = dyn tokio_postgres::types::ToSql + Sync + 'a;
 
 const EVENT_COLUMNS: &str =
     "position, stream, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
 
-fn unavailable(err: tokio_postgres::Error) -> StoreError {
+pub(crate) fn unavailable(err: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("postgres: {err}"))
 }
 
@@ -208,7 +213,9 @@ impl PgStore {
         };
         let (head_tx, head_rx) = watch::channel(head);
         let (stop, stop_rx) = watch::channel(false);
+        let (appends, requests) = mpsc::channel(group::QUEUE);
         let inner = Arc::new(Inner {
+            appends,
             pool,
             channel: format!("verdict_{}", options.schema),
             schema: options.schema,
@@ -217,6 +224,7 @@ impl PgStore {
             head_rx,
             stop,
         });
+        tokio::spawn(group::write(Arc::downgrade(&inner), requests));
         tokio::spawn(listen(
             Arc::downgrade(&inner),
             stop_rx,
@@ -241,7 +249,7 @@ async fn read_head(client: &tokio_postgres::Client) -> Result<u64, tokio_postgre
 
 impl Inner {
     /// Announces `head` if it is ahead of the last announcement; `false` once closed.
-    fn announce(&self, head: u64) -> bool {
+    pub(crate) fn announce(&self, head: u64) -> bool {
         let guard = self.head_tx.lock().unwrap_or_else(|e| e.into_inner());
         match &*guard {
             Some(tx) => {
@@ -352,17 +360,16 @@ async fn listen(inner: Weak<Inner>, mut stop: watch::Receiver<bool>, poll: Durat
     }
 }
 
-/// The result of `events` if they are a retry of a stored batch; `found` holds the stored
-/// rows `(event_id, position, stream, version)` of the batch's ids that exist (at least one).
-fn check_retry(
+/// Where stored event ids are: `event_id -> (position, stream, version)`.
+pub(crate) type StoredIds = HashMap<Uuid, (i64, String, i64)>;
+
+/// The result of `events` if they are a retry of a stored batch; `stored` holds at least one
+/// of the batch's ids.
+pub(crate) fn check_retry(
     stream: &str,
     events: &[EventData],
-    found: &[Row],
+    stored: &StoredIds,
 ) -> Result<AppendResult, StoreError> {
-    let stored: HashMap<Uuid, (i64, String, i64)> = found
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect();
     let Some((first, _, _)) = stored.get(&events[0].event_id) else {
         let (event_id, position) = events
             .iter()
@@ -406,90 +413,25 @@ impl EventStore for PgStore {
         if *closed {
             return Err(StoreError::Unavailable("store is closed".into()));
         }
-        let mut client = self.inner.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        let n = events.len() as i64;
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        // The UPDATE takes the append lock; only then are the two reads sent (pipelined),
-        // so their snapshots, taken after it, see every earlier append.
-        let head: i64 = tx
-            .query_one(
-                "UPDATE verdict_head SET position = position + $1 RETURNING position",
-                &[&n],
-            )
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        let (id_params, stream_params): ([&DynSql<'_>; 1], [&DynSql<'_>; 1]) = ([&ids], [&stream]);
-        let (found, current) = tokio::try_join!(
-            tx.query(
-                "SELECT event_id, position, stream, version FROM verdict_events
-                 WHERE event_id = ANY($1)",
-                &id_params,
-            ),
-            tx.query_one(
-                "SELECT coalesce(max(version), 0) FROM verdict_events WHERE stream = $1",
-                &stream_params,
-            ),
-        )
-        .map_err(unavailable)?;
-        if !found.is_empty() {
-            // Nothing to write either way; dropping `tx` rolls the allocation back.
-            return check_retry(stream, &events, &found);
+        let (reply, answer) = oneshot::channel();
+        let request = group::Request {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        };
+        if self.inner.appends.send(request).await.is_err() {
+            return Err(StoreError::Unavailable(
+                "the store's writer has stopped".into(),
+            ));
         }
-        let current: i64 = current.get(0);
-        if !expected.admits(current as u64) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream: stream.to_owned(),
-                expected,
-                current: current as u64,
-            });
-        }
-        let first = head - n + 1;
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let schema_versions: Vec<i64> =
-            events.iter().map(|e| i64::from(e.schema_version)).collect();
-        let payloads: Vec<&[u8]> = events.iter().map(|e| &e.payload[..]).collect();
-        let metadata: Vec<&[u8]> = events.iter().map(|e| &e.metadata[..]).collect();
-        let recorded_at: Vec<i64> = events.iter().map(|e| e.recorded_at).collect();
-        tx.execute(
-            "WITH inserted AS (
-                 INSERT INTO verdict_events
-                     (position, stream, version, event_id, event_type, schema_version,
-                      payload, metadata, recorded_at)
-                 SELECT $1::bigint + e.ord - 1, $2, $3::bigint + e.ord, e.id, e.ty, e.sv,
-                        e.pl, e.md, e.ra
-                 FROM unnest($4::uuid[], $5::text[], $6::bigint[], $7::bytea[], $8::bytea[],
-                             $9::bigint[]) WITH ORDINALITY AS e(id, ty, sv, pl, md, ra, ord)
-                 RETURNING 1
-             )
-             SELECT pg_notify($10, $11)",
-            &[
-                &first,
-                &stream,
-                &current,
-                &ids,
-                &types,
-                &schema_versions,
-                &payloads,
-                &metadata,
-                &recorded_at,
-                &self.inner.channel,
-                &head.to_string(),
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
-        // An error here is an unknown outcome (the commit may have happened): Unavailable.
-        tx.commit().await.map_err(unavailable)?;
-        drop(client);
-        self.inner.announce(head as u64);
+        let result = answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the store's writer has stopped".into(),
+            ))
+        });
         drop(closed);
-        Ok(AppendResult {
-            first_position: first as u64,
-            last_position: head as u64,
-            stream_version: (current + n) as u64,
-        })
+        result
     }
 
     async fn read_stream(

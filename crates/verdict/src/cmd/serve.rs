@@ -27,6 +27,10 @@ pub struct Args {
     /// Largest request body in bytes.
     #[arg(long, env = "VERDICT_BODY_LIMIT")]
     pub body_limit: Option<usize>,
+    /// Spin a core up to this many ms during each log fsync (for VMs whose idle vCPUs
+    /// notice I/O completions late; 0 = off).
+    #[arg(long, env = "VERDICT_FSYNC_SPIN_MS")]
+    pub fsync_spin_ms: Option<u64>,
     /// Allow listening beyond loopback without API keys.
     #[arg(long, env = "VERDICT_ALLOW_PUBLIC")]
     pub allow_public: bool,
@@ -47,6 +51,7 @@ pub struct FileConfig {
     api_keys: Vec<ApiKey>,
     #[serde(default)]
     webhooks: Vec<String>,
+    fsync_spin_ms: Option<u64>,
 }
 
 /// The validated configuration: where to listen and how to serve.
@@ -85,6 +90,9 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
     }
     config.api_keys = file.api_keys;
     config.webhooks = file.webhooks;
+    if let Some(ms) = args.fsync_spin_ms.or(file.fsync_spin_ms) {
+        config.fsync_spin = Duration::from_millis(ms);
+    }
     config.models = file.models.into_iter().collect();
     Ok((listen, config))
 }

@@ -141,7 +141,7 @@ fn authorize(
     headers: &HeaderMap,
     query_key: Option<&str>,
     next: &str,
-) -> Result<Viewer, Response> {
+) -> Result<Viewer, Box<Response>> {
     let keys = &state.config.api_keys;
     if keys.is_empty() {
         return Ok(Viewer {
@@ -157,7 +157,7 @@ fn authorize(
     } else if let Some(k) = cookie_key(headers) {
         (key_headers(&k), None)
     } else {
-        return Err(login(StatusCode::UNAUTHORIZED, next, None));
+        return Err(Box::new(login(StatusCode::UNAUTHORIZED, next, None)));
     };
     match auth::check(keys, &presented, Role::Read) {
         Ok(()) => Ok(Viewer {
@@ -165,10 +165,12 @@ fn authorize(
             admin: auth::check(keys, &presented, Role::Admin).is_ok(),
             set_cookie,
         }),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            Err(login(StatusCode::UNAUTHORIZED, next, Some(&e.message)))
-        }
-        Err(e) => Err(error_page(e.status, &e.message)),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(Box::new(login(
+            StatusCode::UNAUTHORIZED,
+            next,
+            Some(&e.message),
+        ))),
+        Err(e) => Err(Box::new(error_page(e.status, &e.message))),
     }
 }
 
@@ -220,7 +222,7 @@ pub async fn index(
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let viewer = match authorize(&s, &headers, q.key.as_deref(), "/") {
         Ok(v) => v,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let (list, alerts) = {
         let model = s.projections.read().await;
@@ -273,7 +275,7 @@ pub async fn experiment(
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let viewer = match authorize(&s, &headers, q.key.as_deref(), &experiment_href(&id)) {
         Ok(v) => v,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     let read = {
         let model = s.projections.read().await;

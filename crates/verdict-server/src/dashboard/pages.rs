@@ -49,7 +49,7 @@ svg.chart text{font:11px system-ui,sans-serif;fill:#6b7280}svg.chart .legend{fil
 svg.chart .empty{font-size:14px}
 svg.ci .axis{stroke:#e5e7eb;stroke-width:2}svg.ci .zero{stroke:#6b7280;stroke-width:1}
 svg.ci .up{fill:#86efac}svg.ci .down{fill:#fca5a5}svg.ci .flat{fill:#cbd5e1}svg.ci .est{fill:#111827}
-.lift{display:flex;align-items:center;gap:10px}.lift .v{min-width:64px;text-align:right;font-weight:600}
+.lift{display:flex;align-items:center;gap:10px}.lift .v{min-width:64px;text-align:right;font-weight:600;white-space:nowrap}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
 form.controls{display:flex;gap:10px;align-items:flex-end;flex-wrap:wrap}
 form.controls label{display:flex;flex-direction:column;font-size:12px;color:var(--muted);gap:3px}
@@ -354,13 +354,17 @@ pub fn experiment(id: &str, d: &ExperimentData) -> String {
     // Title, status and controls.
     let _ = write!(
         body,
-        r#"<div class="row"><div><div class="sub"><a href="/">Experiments</a> / {}</div><h1>{}</h1><div class="sub">{} · primary metric <b>{}</b> · started {} · stopped {}</div>{}</div>{}</div>"#,
+        r#"<div class="row"><div><div class="sub"><a href="/">Experiments</a> / {}</div><h1>{}</h1><div class="sub">{} · primary metric <b>{}</b> · started {} UTC{}</div>{}</div>{}</div>"#,
         escape(id),
         escape(if name.is_empty() { id } else { name }),
         status_badge(status),
         escape(s(r, "primary_metric")),
         short_time(&d.experiment["started_at"]),
-        short_time(&d.experiment["stopped_at"]),
+        if d.experiment["stopped_at"].is_string() {
+            format!(" · stopped {} UTC", short_time(&d.experiment["stopped_at"]))
+        } else {
+            String::new()
+        },
         refresh_note(id, status, d.refresh),
         controls(id, status, &keys, d)
     );
@@ -403,20 +407,18 @@ pub fn experiment(id: &str, d: &ExperimentData) -> String {
     // Variant table with the lift bars.
     let max = comparisons
         .iter()
-        .filter_map(|c| {
+        .map(|c| {
             let cmp = &c["conversion"];
             let mut m = cmp["relative"].as_f64().unwrap_or(0.0).abs();
             if let Some([lo, hi]) = relative_band(cmp, control_rate) {
                 m = m.max(lo.abs()).max(hi.abs());
             }
-            Some(m)
+            m
         })
         .fold(0.02f64, f64::max)
         * 1.15;
-    let _ = write!(
-        body,
-        r#"<div class="card"><h2>Variants</h2><table id="variants"><tr><th>Variant</th><th class="num">Weight</th><th class="num">Users</th><th class="num">Conversions</th><th class="num">Conv. rate</th><th>Lift vs control (bar: always-valid {level} interval, ±{})</th><th class="num">p (always-valid)</th><th class="num">Chance to beat</th><th class="num">Error rate</th><th class="num">Latency p95</th></tr>"#,
-        fmt_pct_axis((max * 1000.0).round() / 1000.0)
+    body.push_str(
+        r#"<div class="card"><h2>Variants</h2><table id="variants"><tr><th>Variant</th><th class="num">Weight</th><th class="num">Users</th><th class="num">Conversions</th><th class="num">Conv. rate</th><th>Lift vs control</th><th class="num">p (always-valid)</th><th class="num">Chance to beat</th><th class="num">Error rate</th><th class="num">Latency p95</th></tr>"#,
     );
     for (i, v) in variants.iter().enumerate() {
         let key = s(v, "key");
@@ -462,7 +464,11 @@ pub fn experiment(id: &str, d: &ExperimentData) -> String {
             ms(v["latency_ms"]["p95"].as_f64()),
         );
     }
-    body.push_str("</table></div>");
+    let _ = write!(
+        body,
+        r#"</table><div class="caption">Lift: conversion rate relative to the control. Bar: its always-valid {level} interval (safe to read at any time) on an axis from −{m} to +{m}, zero marked; green above zero, red below, grey while it straddles zero. p (always-valid) and chance to beat are for conversion.</div></div>"#,
+        m = fmt_pct_axis((max * 100.0).round() / 100.0)
+    );
 
     // Charts.
     body.push_str(&charts(d, &keys, &control, &palette, &level));
@@ -634,6 +640,7 @@ fn charts(
         bands,
         y_format: fmt_signed_pct_axis,
         include_zero: true,
+        min_top: None,
     };
     let conversion = LineChart {
         id: "chart-conversion".into(),
@@ -642,6 +649,7 @@ fn charts(
         bands: vec![],
         y_format: fmt_pct_axis,
         include_zero: true,
+        min_top: None,
     };
     let latency = LineChart {
         id: "chart-latency".into(),
@@ -650,6 +658,7 @@ fn charts(
         bands: vec![],
         y_format: fmt_ms_axis,
         include_zero: true,
+        min_top: Some(10.0),
     };
     let errors = LineChart {
         id: "chart-errors".into(),
@@ -658,6 +667,7 @@ fn charts(
         bands: vec![],
         y_format: fmt_pct_axis,
         include_zero: true,
+        min_top: Some(0.01),
     };
     let single = if points.len() == 1 {
         format!(" Only one {bucket} of data so far: the lines grow one point per {bucket}.")

@@ -191,6 +191,25 @@ pub fn time_label(unix: i64) -> String {
     format!("{m:02}-{d:02} {:02}:{:02}", secs / 3600, secs % 3600 / 60)
 }
 
+/// Round instants (in unix seconds) between `lo` and `hi`: multiples of 1, 2, 3, 6 or 12
+/// hours or of 1, 2 or 7 days, about `count` of them.
+pub fn time_ticks(lo: f64, hi: f64, count: usize) -> Vec<f64> {
+    if !(lo.is_finite() && hi.is_finite()) || hi < lo {
+        return Vec::new();
+    }
+    const STEPS: [f64; 8] = [
+        3600.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0, 172_800.0, 604_800.0,
+    ];
+    let step = STEPS
+        .iter()
+        .copied()
+        .find(|s| (hi - lo) / s <= count as f64)
+        .unwrap_or(604_800.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    (first..=last).take(50).map(|i| i as f64 * step).collect()
+}
+
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -226,6 +245,9 @@ pub struct LineChart {
     pub y_format: fn(f64) -> String,
     /// Whether the y axis must include zero (rates and lifts read against zero).
     pub include_zero: bool,
+    /// The y axis reaches at least this high, so a flat zero line (no errors) is drawn
+    /// on a small scale instead of 0 to 100 %.
+    pub min_top: Option<f64>,
 }
 
 /// Chart size in SVG units (scaled by CSS to the container).
@@ -249,21 +271,33 @@ impl LineChart {
             .series
             .iter()
             .flat_map(|s| s.points.iter().filter_map(|p| p.1))
-            .chain(
-                self.bands
+            // The first looks of a confidence sequence are very wide; sizing the axis on
+            // them would flatten the rest. The axis fits the later two thirds of each
+            // band, and the band is clipped to the plot.
+            .chain(self.bands.iter().flat_map(|b| {
+                b.points[b.points.len() / 3..]
                     .iter()
-                    .flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])),
-            )
+                    .flat_map(|p| [p.1, p.2])
+            }))
             .filter(|v| v.is_finite())
             .chain(self.include_zero.then_some(0.0))
             .collect();
+        let has_data = !ys.is_empty();
+        let ys: Vec<f64> = ys.into_iter().chain(self.min_top).collect();
         let mut svg = format!(
             r#"<svg id="{}" class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
             escape(&self.id),
             escape(&self.title)
         );
-        let _ = write!(svg, "<title>{}</title>", escape(&self.title));
-        if ys.is_empty() || xs.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<title>{}</title><defs><clipPath id="{}-plot"><rect x="{LEFT}" y="{TOP}" width="{}" height="{}"/></clipPath></defs>"#,
+            escape(&self.title),
+            escape(&self.id),
+            W - LEFT - RIGHT,
+            H - TOP - BOTTOM
+        );
+        if !has_data || xs.is_empty() {
             let _ = write!(
                 svg,
                 r#"<text x="{}" y="{}" class="empty" text-anchor="middle">no data yet</text></svg>"#,
@@ -299,24 +333,23 @@ impl LineChart {
                 escape(&(self.y_format)(t))
             );
         }
-        // X labels: first and last bucket, and one in the middle when there is room.
-        let mut labels = vec![xs.iter().copied().fold(f64::INFINITY, f64::min)];
-        let last = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        if last > labels[0] {
-            labels.push(last);
-        }
-        for (i, t) in labels.iter().enumerate() {
-            let anchor = match (labels.len(), i) {
-                (1, _) => "middle",
-                (_, 0) => "start",
-                _ => "end",
+        // X labels at round times (whole hours or days, UTC).
+        for t in time_ticks(x_lo, x_hi, 5) {
+            let px = x.map(t);
+            let anchor = if px - LEFT < 30.0 {
+                "start"
+            } else if W - RIGHT - px < 30.0 {
+                "end"
+            } else {
+                "middle"
             };
             let _ = write!(
                 svg,
-                r#"<text class="tick" x="{}" y="{}" text-anchor="{anchor}">{} UTC</text>"#,
-                num(x.map(*t)),
-                H - 8.0,
-                time_label(*t as i64)
+                r#"<line class="grid" x1="{0}" x2="{0}" y1="{TOP}" y2="{1}"/><text class="tick" x="{0}" y="{2}" text-anchor="{anchor}">{3}</text>"#,
+                num(px),
+                H - BOTTOM,
+                H - 10.0,
+                time_label(t as i64)
             );
         }
         for b in &self.bands {
@@ -331,9 +364,10 @@ impl LineChart {
             }
             let _ = write!(
                 svg,
-                r#"<path class="band" d="{}" fill="{}" fill-opacity="0.18" stroke="none"/>"#,
+                r#"<path class="band" d="{}" fill="{}" fill-opacity="0.18" stroke="none" clip-path="url(#{}-plot)"/>"#,
                 band_path(&px),
-                b.color
+                b.color,
+                escape(&self.id)
             );
         }
         for s in &self.series {
@@ -521,6 +555,17 @@ mod tests {
     }
 
     #[test]
+    fn time_ticks_fall_on_round_hours_and_days() {
+        let h = 3600.0;
+        assert_eq!(time_ticks(0.5 * h, 3.5 * h, 5), vec![h, 2.0 * h, 3.0 * h]);
+        let t = time_ticks(0.0, 30.0 * h, 5);
+        assert_eq!(t.first(), Some(&0.0));
+        assert!(t.windows(2).all(|w| w[1] - w[0] == 6.0 * h), "{t:?}");
+        assert!(time_ticks(0.0, 40.0 * 86_400.0, 5).len() <= 6);
+        assert!(time_ticks(1.0, 0.0, 5).is_empty());
+    }
+
+    #[test]
     fn chart_draws_lines_band_and_escaped_legend() {
         let chart = LineChart {
             id: "lift".into(),
@@ -536,6 +581,7 @@ mod tests {
             }],
             y_format: |v| format!("{v}"),
             include_zero: true,
+            min_top: None,
         };
         let svg = chart.render();
         assert!(svg.starts_with("<svg id=\"lift\""), "{svg}");
@@ -543,7 +589,49 @@ mod tests {
         assert_eq!(svg.matches("class=\"line\"").count(), 1);
         assert!(svg.contains("a&lt;script&gt;") && !svg.contains("<script>"));
         assert!(svg.contains("class=\"zero\""), "zero is on the axis: {svg}");
+        assert!(svg.contains(r#"clip-path="url(#lift-plot)""#));
         assert!(svg.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn the_axis_fits_the_later_band_not_the_first_wide_looks() {
+        let band = |first: f64| LineChart {
+            id: "l".into(),
+            title: "lift".into(),
+            series: vec![],
+            bands: vec![Band {
+                color: "#000",
+                points: vec![
+                    (0.0, -first, first),
+                    (1.0, -0.2, 0.2),
+                    (2.0, -0.1, 0.1),
+                ],
+            }],
+            y_format: |v| format!("{v}"),
+            include_zero: true,
+            min_top: None,
+        };
+        let wide = band(5.0).render();
+        assert!(wide.contains(">0.2<") && !wide.contains(">5<"), "{wide}");
+    }
+
+    #[test]
+    fn min_top_keeps_a_flat_zero_line_on_a_small_scale() {
+        let chart = |min_top| LineChart {
+            id: "e".into(),
+            title: "errors".into(),
+            series: vec![Series {
+                name: "a".into(),
+                color: "#000",
+                points: vec![(0.0, Some(0.0)), (3600.0, Some(0.0))],
+            }],
+            bands: vec![],
+            y_format: |v| format!("{v}"),
+            include_zero: true,
+            min_top,
+        };
+        assert!(chart(Some(0.01)).render().contains(">0.01<"));
+        assert!(chart(None).render().contains(">1<"));
     }
 
     #[test]
@@ -555,6 +643,7 @@ mod tests {
             bands: vec![],
             y_format: |v| format!("{v}"),
             include_zero: false,
+            min_top: Some(1.0),
         };
         assert!(chart.render().contains("no data yet"));
     }

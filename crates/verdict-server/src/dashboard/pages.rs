@@ -44,7 +44,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .progress>div{height:100%;background:var(--accent);border-radius:999px}
 .progress.done>div{background:var(--up)}
 svg.chart{width:100%;height:auto;display:block}
-svg.chart .grid{stroke:#eef0f3}svg.chart .zero{stroke:#9ca3af;stroke-dasharray:4 3}
+svg.chart .gridline{stroke:#eef0f3}svg.chart .zero{stroke:#9ca3af;stroke-dasharray:4 3}
 svg.chart text{font:11px system-ui,sans-serif;fill:#6b7280}svg.chart .legend{fill:#374151;font-size:12px}
 svg.chart .empty{font-size:14px}
 svg.ci .axis{stroke:#e5e7eb;stroke-width:2}svg.ci .zero{stroke:#6b7280;stroke-width:1}

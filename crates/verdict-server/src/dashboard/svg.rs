@@ -321,7 +321,7 @@ impl LineChart {
         // Grid and y labels.
         for t in ticks(y_lo, y_hi, 5) {
             let py = y.map(t);
-            let class = if t == 0.0 { "zero" } else { "grid" };
+            let class = if t == 0.0 { "zero" } else { "gridline" };
             let _ = write!(
                 svg,
                 r#"<line class="{class}" x1="{LEFT}" x2="{}" y1="{}" y2="{}"/><text class="tick" x="{}" y="{}" text-anchor="end">{}</text>"#,
@@ -345,7 +345,7 @@ impl LineChart {
             };
             let _ = write!(
                 svg,
-                r#"<line class="grid" x1="{0}" x2="{0}" y1="{TOP}" y2="{1}"/><text class="tick" x="{0}" y="{2}" text-anchor="{anchor}">{3}</text>"#,
+                r#"<line class="gridline" x1="{0}" x2="{0}" y1="{TOP}" y2="{1}"/><text class="tick" x="{0}" y="{2}" text-anchor="{anchor}">{3}</text>"#,
                 num(px),
                 H - BOTTOM,
                 H - 10.0,
@@ -601,11 +601,7 @@ mod tests {
             series: vec![],
             bands: vec![Band {
                 color: "#000",
-                points: vec![
-                    (0.0, -first, first),
-                    (1.0, -0.2, 0.2),
-                    (2.0, -0.1, 0.1),
-                ],
+                points: vec![(0.0, -first, first), (1.0, -0.2, 0.2), (2.0, -0.1, 0.1)],
             }],
             y_format: |v| format!("{v}"),
             include_zero: true,

@@ -370,6 +370,10 @@ async fn buttons_change_the_status_and_errors_are_pages() {
     assert_eq!(exp["stop"]["winner"], "treatment", "{exp}");
     let (_, _, page) = app.page(page_path, None).await;
     assert!(page.contains("status-stopped") && !page.contains("formaction="));
+    assert!(
+        page.contains("by hand · winner <b>treatment</b> · reason: done"),
+        "the stop is explained"
+    );
     let (_, _, list) = app.page("/", None).await;
     assert!(list.contains("status-stopped"));
 }
@@ -426,6 +430,10 @@ async fn alerts_show_on_both_pages() {
     }
     let (_, _, page) = app.page("/experiments/failing", None).await;
     assert!(page.contains("status-stopped"), "auto-stopped");
+    assert!(
+        page.contains("automatically, by a guardrail"),
+        "the banner says why"
+    );
     assert!(
         page.contains("<b>auto</b>: true"),
         "the audit log shows the automatic stop"

@@ -372,13 +372,35 @@ pub fn experiment(id: &str, d: &ExperimentData) -> String {
     // The decision in words.
     let decision = &r["decision"];
     let action = s(decision, "action");
-    let _ = write!(
-        body,
-        r#"<div class="card decision decision-{}" id="decision"><span class="action">{}</span>{}</div>"#,
-        escape(action),
-        escape(action),
-        escape(s(decision, "reason"))
-    );
+    let stop = &d.experiment["stop"];
+    if status == "stopped" {
+        // Once stopped, what was decided matters more than what the figures suggest.
+        let mut what = vec![if stop["auto"] == true {
+            "automatically, by a guardrail".to_owned()
+        } else {
+            "by hand".to_owned()
+        }];
+        if let Some(w) = stop["winner"].as_str() {
+            what.push(format!("winner <b>{}</b>", escape(w)));
+        }
+        if let Some(reason) = stop["reason"].as_str() {
+            what.push(format!("reason: {}", escape(reason)));
+        }
+        let _ = write!(
+            body,
+            r#"<div class="card decision" id="decision"><span class="action">stopped</span>{}<div class="sub">The figures at the stop: {}</div></div>"#,
+            what.join(" · "),
+            escape(s(decision, "reason"))
+        );
+    } else {
+        let _ = write!(
+            body,
+            r#"<div class="card decision decision-{}" id="decision"><span class="action">{}</span>{}</div>"#,
+            escape(action),
+            escape(action),
+            escape(s(decision, "reason"))
+        );
+    }
 
     // SRM, sample size, alerts at a glance.
     body.push_str(r#"<div class="grid" style="margin-bottom:18px">"#);

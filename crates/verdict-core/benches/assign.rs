@@ -58,6 +58,21 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // The batch fast path (no condition): the same users, decided together.
+    let ids: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();
+    for variants in [2, 4] {
+        let e = experiment(variants, false);
+        let mut out = Vec::with_capacity(USERS);
+        group.bench_function(
+            BenchmarkId::from_parameter(format!("{variants}v_batch")),
+            |b| {
+                b.iter(|| {
+                    e.decide_users(&ids, &mut out);
+                    black_box(out.iter().filter(|d| d.in_experiment()).count())
+                })
+            },
+        );
+    }
     group.finish();
 }
 

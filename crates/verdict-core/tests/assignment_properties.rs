@@ -173,3 +173,24 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// The batch fast path decides exactly as one decision at a time.
+    #[test]
+    fn batch_decisions_equal_single_decisions(
+        users in prop::collection::vec(user_id(), 1..40),
+        raw in prop::collection::vec(1u32..100, 2..5),
+        coverage in 0.0f64..1.0,
+        version in 1u32..=2,
+    ) {
+        let weights = normalized(&raw);
+        let e = experiment("exp-batch", weights.len(), coverage, &weights, version);
+        let ids: Vec<&str> = users.iter().map(String::as_str).chain([""]).collect();
+        let mut out = Vec::new();
+        e.decide_users(&ids, &mut out);
+        let single: Vec<_> = ids.iter().map(|u| e.decide_user(u)).collect();
+        prop_assert_eq!(out, single);
+    }
+}

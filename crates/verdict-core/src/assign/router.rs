@@ -361,6 +361,48 @@ impl CompiledExperiment {
         self.decide(&UserContext::user(user_id))
     }
 
+    /// Decides for many users at once, on the fast path (hash attribute `user_id`, no
+    /// condition, filters, namespace, prerequisites or overrides; any other experiment
+    /// falls back to [`Self::decide`] per user). Same results as `decide_user` for each
+    /// id; faster because the users' hash chains are independent, so the core can run
+    /// several at once instead of waiting on one chain of multiplies.
+    pub fn decide_users(&self, user_ids: &[&str], out: &mut Vec<Decision>) {
+        out.clear();
+        let simple = self.variation_keys.len() >= 2
+            && !self.halted
+            && self.active
+            && !self.stopped
+            && self.force.is_none()
+            && self.hash_attribute == "user_id"
+            && self.condition.is_none()
+            && self.filters.is_none()
+            && self.namespace.is_none()
+            && self.parent_conditions.is_empty()
+            && self.forced_users.is_empty()
+            && matches!(self.hash_version, 1 | 2);
+        if !simple {
+            out.extend(user_ids.iter().map(|u| self.decide_user(u)));
+            return;
+        }
+        out.extend(user_ids.iter().map(|u| {
+            if u.is_empty() {
+                return Decision::out(Reason::NoHashValue);
+            }
+            // `hash` is inlined here; with no branches between users the CPU overlaps
+            // consecutive users' multiply chains.
+            let bucket = hash(&self.seed, u, self.hash_version).unwrap_or(f64::NAN);
+            match choose_variation(bucket, &self.ranges) {
+                Some(i) => Decision {
+                    variation: Some(i),
+                    hash_used: true,
+                    bucket: Some(bucket),
+                    reason: Reason::Hashed,
+                },
+                None => Decision::out(Reason::NotCovered),
+            }
+        }));
+    }
+
     fn filtered_out(&self, filters: &[Filter], ctx: &UserContext<'_>) -> bool {
         filters.iter().any(|f| {
             let attr = f.attribute.as_deref().unwrap_or(&self.hash_attribute);

@@ -756,13 +756,22 @@ async fn caught_up(s: &AppState, min_position: Option<u64>) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Every read-model query: wait for `min_position`, then answer under the read lock.
+async fn query(
+    s: &AppState,
+    min_position: Option<u64>,
+    answer: impl FnOnce(&verdict_app::readmodel::ReadModel) -> Result<Value, AppError>,
+) -> ApiResult {
+    caught_up(s, min_position).await?;
+    let model = s.projections.read().await;
+    ok(StatusCode::OK, answer(&model)?)
+}
+
 async fn list_experiments(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<QueryParams>,
 ) -> ApiResult {
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(StatusCode::OK, queries::list_experiments(&model))
+    query(&s, q.min_position, |m| Ok(queries::list_experiments(m))).await
 }
 
 async fn get_experiment(
@@ -770,9 +779,7 @@ async fn get_experiment(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<QueryParams>,
 ) -> ApiResult {
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(StatusCode::OK, queries::experiment(&model, &id)?)
+    query(&s, q.min_position, |m| queries::experiment(m, &id)).await
 }
 
 async fn results(
@@ -780,9 +787,7 @@ async fn results(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<QueryParams>,
 ) -> ApiResult {
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(StatusCode::OK, queries::results(&model, &id)?)
+    query(&s, q.min_position, |m| queries::results(m, &id)).await
 }
 
 async fn metrics(
@@ -790,9 +795,7 @@ async fn metrics(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<QueryParams>,
 ) -> ApiResult {
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(StatusCode::OK, queries::metrics(&model, &id)?)
+    query(&s, q.min_position, |m| queries::metrics(m, &id)).await
 }
 
 async fn timeline(
@@ -810,9 +813,7 @@ async fn timeline(
             ))
         }
     };
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(StatusCode::OK, queries::timeline(&model, &id, bucket)?)
+    query(&s, q.min_position, |m| queries::timeline(m, &id, bucket)).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -898,12 +899,10 @@ struct AlertParams {
 }
 
 async fn alerts(State(s): State<AppState>, ApiQuery(q): ApiQuery<AlertParams>) -> ApiResult {
-    caught_up(&s, q.min_position).await?;
-    let model = s.projections.read().await;
-    ok(
-        StatusCode::OK,
-        queries::alerts(&model, q.experiment_id.as_deref()),
-    )
+    query(&s, q.min_position, |m| {
+        Ok(queries::alerts(m, q.experiment_id.as_deref()))
+    })
+    .await
 }
 
 async fn healthz() -> ApiResult {

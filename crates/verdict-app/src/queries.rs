@@ -3,7 +3,9 @@
 
 use crate::codec::timestamp;
 use crate::error::AppError;
-use crate::readmodel::{BucketStats, ExperimentView, Latency, ReadModel, HOUR_MICROS};
+use crate::readmodel::{
+    BucketStats, ExperimentView, Latency, ReadModel, VariantStats, HOUR_MICROS,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use verdict_core::experiment::ExperimentDefinition;
@@ -164,6 +166,23 @@ fn decision(v: &ExperimentView, analysis: &Value) -> Value {
     json!({"action": "continue", "reason": "not enough evidence yet; keep the experiment running"})
 }
 
+/// The per-variant traffic figures that results and metrics share.
+fn traffic_fields(
+    var: &verdict_core::experiment::Variant,
+    s: &VariantStats,
+) -> serde_json::Map<String, Value> {
+    let row = json!({
+        "key": var.key,
+        "model": var.model,
+        "predictions": s.predictions,
+        "errors": s.errors,
+        "error_rate": ratio(s.errors, s.predictions + s.errors),
+        "interactions": s.interactions,
+        "latency_ms": latency_json(&s.latency),
+    });
+    row.as_object().cloned().unwrap_or_default()
+}
+
 /// Results: per-variant totals and the statistics against the control.
 pub fn results(model: &ReadModel, id: &str) -> Result<Value, AppError> {
     let v = view(model, id)?;
@@ -173,22 +192,22 @@ pub fn results(model: &ReadModel, id: &str) -> Result<Value, AppError> {
         .iter()
         .zip(&v.variants)
         .map(|(var, s)| {
-            json!({
-                "key": var.key,
-                "model": var.model,
-                "weight": var.weight,
-                "users": s.users,
-                "predictions": s.predictions,
-                "errors": s.errors,
-                "error_rate": ratio(s.errors, s.predictions + s.errors),
-                "conversions": s.converted_users,
-                "conversion_events": s.conversion_events,
-                "conversion_rate": ratio(s.converted_users, s.users),
-                "revenue": s.revenue_sum,
-                "revenue_per_user": (s.users > 0).then(|| s.revenue_sum / s.users as f64),
-                "interactions": s.interactions,
-                "latency_ms": latency_json(&s.latency),
-            })
+            let mut row = traffic_fields(var, s);
+            row.extend(
+                json!({
+                    "weight": var.weight,
+                    "users": s.users,
+                    "conversions": s.converted_users,
+                    "conversion_events": s.conversion_events,
+                    "conversion_rate": ratio(s.converted_users, s.users),
+                    "revenue": s.revenue_sum,
+                    "revenue_per_user": (s.users > 0).then(|| s.revenue_sum / s.users as f64),
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            );
+            Value::Object(row)
         })
         .collect();
     let analysis = analysis(v).unwrap_or(Value::Null);
@@ -218,21 +237,21 @@ pub fn metrics(model: &ReadModel, id: &str) -> Result<Value, AppError> {
         .iter()
         .zip(&v.variants)
         .map(|(var, s)| {
-            json!({
-                "key": var.key,
-                "model": var.model,
+            let mut row = traffic_fields(var, s);
+            row.extend(
+                json!({
                 "requests": s.predictions + s.errors,
-                "predictions": s.predictions,
-                "errors": s.errors,
-                "error_rate": ratio(s.errors, s.predictions + s.errors),
-                "latency_ms": latency_json(&s.latency),
-                "interactions": s.interactions,
                 "shadow": {
                     "predictions": s.shadow_predictions,
                     "errors": s.shadow_errors,
                     "latency_ms": latency_json(&s.shadow_latency),
                 },
-            })
+                })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            );
+            Value::Object(row)
         })
         .collect();
     Ok(json!({"experiment_id": id, "variants": variants, "position": model.position}))

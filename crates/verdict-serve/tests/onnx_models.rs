@@ -271,3 +271,58 @@ fn unreadable_and_mismatched_models_are_refused_at_resolution() {
         }
     }
 }
+
+/// Holds the pool's threads until told to go.
+#[derive(Debug)]
+struct Gate(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+impl verdict_serve::onnx::Session for Gate {
+    fn width(&self) -> usize {
+        1
+    }
+    fn output_names(&self) -> &[String] {
+        &[]
+    }
+    fn run(&self, _: usize, _: Vec<f32>) -> Result<Vec<verdict_serve::onnx::Output>, String> {
+        self.0.lock().unwrap().recv().map_err(|e| e.to_string())?;
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_inference_pool_refuses_as_overloaded_and_recovers() {
+    use verdict_serve::onnx::InferencePool;
+    let pool = InferencePool::new(1, 1);
+    let model = load("rec-v1").with_pool(pool.clone());
+    let input = json!({"user_id": "u1", "context": "home"});
+    let (_, model_time) = model.predict_timed("u1", &input).await.unwrap();
+    assert!(model_time.is_some(), "in-process models report model time");
+
+    // One run held on the only thread, one waiting in the only queue slot.
+    let (go, rx) = std::sync::mpsc::channel();
+    let gate: std::sync::Arc<dyn verdict_serve::onnx::Session> =
+        std::sync::Arc::new(Gate(std::sync::Mutex::new(rx)));
+    let running = pool.submit(gate.clone(), 1, vec![0.0]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.submit(gate.clone(), 1, vec![0.0]).is_err() {
+        // The queue slot frees once the worker has taken the first job.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool never took the job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let e = model.predict("u1", &input).await.unwrap_err();
+    assert_eq!(e.kind(), "overloaded", "{e}");
+    assert!(e.to_string().contains("inference pool full"), "{e}");
+
+    go.send(()).unwrap();
+    go.send(()).unwrap();
+    assert!(running.await.unwrap().is_ok());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.pending() > 0 {
+        assert!(std::time::Instant::now() < deadline, "pool never drained");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert!(model.predict("u1", &input).await.is_ok());
+}

@@ -3,17 +3,20 @@
 //! Loading reads the file (and its optional spec `<stem>.json`, see [`mapping`]), lets the
 //! engine check the operators and the input signature, checks the spec against the graph,
 //! and runs one probe row so a model that loads but cannot run is refused at registration,
-//! not at the first request. Inference runs on tokio's blocking pool, never on an async
-//! worker thread.
+//! not at the first request. Inference runs on the dedicated [`pool::InferencePool`]
+//! (one thread per core, bounded queue, refusal when full), never on an async worker thread
+//! nor on tokio's blocking pool.
 
 pub mod engine;
 pub mod mapping;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
+pub mod pool;
 pub mod tract;
 
 pub use engine::{Engine, EngineError, Output, OutputData, Session};
 pub use mapping::ModelSpec;
+pub use pool::{InferencePool, PoolError};
 pub use tract::TractEngine;
 
 use crate::{Model, ModelError, Prediction};
@@ -41,6 +44,7 @@ pub struct OnnxModel {
     session: Arc<dyn Session>,
     spec: Arc<ModelSpec>,
     version: String,
+    pool: InferencePool,
 }
 
 /// FNV-1a 64 of the file: a cheap content version (not a security hash).
@@ -70,7 +74,14 @@ impl OnnxModel {
             session,
             spec: Arc::new(spec),
             version: format!("{name}@{:016x}", content_hash(onnx)),
+            pool: InferencePool::global().clone(),
         })
+    }
+
+    /// Runs this model's inferences on `pool` instead of the process-wide one.
+    pub fn with_pool(mut self, pool: InferencePool) -> Self {
+        self.pool = pool;
+        self
     }
 
     /// The engine's session (for measuring pure model time).
@@ -116,16 +127,17 @@ impl Model for OnnxModel {
         user_id: &str,
         input: &Value,
     ) -> Result<(Prediction, Option<Duration>), ModelError> {
-        // Map on the async thread (cheap, and errors need no hop); run on the blocking pool.
+        // Map on the async thread (cheap, and errors need no hop); run on the inference pool.
         let (rows, data, batch) = mapping::to_matrix(&self.spec, self.width(), user_id, input)?;
-        let session = self.session.clone();
-        let (outputs, model_time) = tokio::task::spawn_blocking(move || {
-            let start = Instant::now();
-            session.run(rows, data).map(|o| (o, start.elapsed()))
-        })
-        .await
-        .map_err(|e| ModelError::Internal(format!("inference task failed: {e}")))?
-        .map_err(ModelError::Internal)?;
+        let (outputs, model_time) = self
+            .pool
+            .run(self.session.clone(), rows, data)
+            .await
+            .map_err(|e| match e {
+                PoolError::Full { .. } => ModelError::Overloaded(e.to_string()),
+                PoolError::Run(e) => ModelError::Internal(e),
+                PoolError::Panicked(_) | PoolError::Stopped => ModelError::Internal(e.to_string()),
+            })?;
         let prediction = Prediction {
             output: mapping::to_json(&self.spec, &outputs, rows, batch)?,
             model_version: self.version.clone(),

@@ -1,0 +1,392 @@
+//! The dedicated inference pool: a few OS threads that do nothing but run in-process
+//! model sessions, fed by one bounded queue, answering through oneshot channels.
+//!
+//! Why not tokio's blocking pool: inference there shares threads (and the 512-thread cap)
+//! with file I/O, DNS lookups and everything else that blocks, grows a new thread under
+//! load instead of queueing, and gives no way to say "inference is saturated". Here:
+//!
+//! - `threads` workers (default: the number of available cores), named `verdict-infer-N`;
+//!   inference never runs on an async worker thread nor on tokio's blocking pool.
+//! - One bounded queue of `capacity` jobs (default: 64 per worker). **Back-pressure is a
+//!   refusal, not a wait**: when the queue is full, [`InferencePool::run`] returns
+//!   [`PoolError::Full`] at once (the model layer reports it as `overloaded`, like the
+//!   guard's concurrency limit), because a queue in front of saturated cores only adds
+//!   latency that the caller's timeout will then spend.
+//! - A job whose caller has gone away (timed out, request dropped) while it waited in the
+//!   queue is skipped, not run.
+//! - A panic inside a session is caught and reported as [`PoolError::Panicked`]; the worker
+//!   lives on.
+//! - The pool measures the session's own run time (model time) on the worker, so the hop
+//!   to and from the pool counts as platform overhead, not as model time.
+//!
+//! Dropping the last handle to a pool closes its queue; the workers finish the jobs already
+//! queued and exit.
+
+use super::engine::{Output, Session};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Why the pool did not run a job.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The queue is full: every worker is busy and `capacity` jobs wait.
+    #[error("inference pool full: {threads} threads busy and {capacity} runs queued")]
+    Full {
+        /// Worker threads.
+        threads: usize,
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The session returned an error.
+    #[error("{0}")]
+    Run(String),
+    /// The session panicked (the worker survives).
+    #[error("inference panicked: {0}")]
+    Panicked(String),
+    /// The pool's workers are gone (cannot happen while a handle exists; kept for safety).
+    #[error("inference pool stopped")]
+    Stopped,
+}
+
+/// What a run returns: the outputs and the time the session itself took.
+pub type RunResult = Result<(Vec<Output>, Duration), PoolError>;
+
+struct Job {
+    session: Arc<dyn Session>,
+    rows: usize,
+    data: Vec<f32>,
+    reply: oneshot::Sender<RunResult>,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Jobs accepted and not yet finished or skipped (queued + running).
+    pending: AtomicUsize,
+    /// Jobs skipped because their caller had gone.
+    skipped: AtomicUsize,
+}
+
+/// A fixed set of inference threads behind a bounded queue. Cheap to clone (clones share
+/// the threads).
+#[derive(Clone)]
+pub struct InferencePool {
+    tx: SyncSender<Job>,
+    threads: usize,
+    capacity: usize,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for InferencePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferencePool")
+            .field("threads", &self.threads)
+            .field("capacity", &self.capacity)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+/// Queue slots per worker thread in the default pool.
+pub const DEFAULT_QUEUE_PER_THREAD: usize = 64;
+
+impl InferencePool {
+    /// Starts `threads` workers (at least 1) behind a queue of `capacity` jobs (at least 1).
+    pub fn new(threads: usize, capacity: usize) -> Self {
+        let threads = threads.max(1);
+        let capacity = capacity.max(1);
+        let (tx, rx) = sync_channel::<Job>(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let counters = Arc::new(Counters::default());
+        for n in 0..threads {
+            let rx = rx.clone();
+            let counters = counters.clone();
+            std::thread::Builder::new()
+                .name(format!("verdict-infer-{n}"))
+                .spawn(move || worker(&rx, &counters))
+                // Failing to start a thread at start-up is an exhausted machine; nothing
+                // sensible can continue.
+                .unwrap_or_else(|e| panic!("cannot start an inference thread: {e}"));
+        }
+        Self {
+            tx,
+            threads,
+            capacity,
+            counters,
+        }
+    }
+
+    /// The process-wide pool every in-process model uses unless given another: one thread
+    /// per available core, [`DEFAULT_QUEUE_PER_THREAD`] queue slots per thread.
+    pub fn global() -> &'static InferencePool {
+        static POOL: OnceLock<InferencePool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            InferencePool::new(threads, threads * DEFAULT_QUEUE_PER_THREAD)
+        })
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Queue capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Jobs accepted and not finished yet (queued or running).
+    pub fn pending(&self) -> usize {
+        self.counters.pending.load(Ordering::SeqCst)
+    }
+
+    /// Jobs skipped because their caller went away before a worker took them.
+    pub fn skipped(&self) -> usize {
+        self.counters.skipped.load(Ordering::SeqCst)
+    }
+
+    /// Queues a run of `rows` rows on `session` and returns where its answer will arrive.
+    /// Refuses at once with [`PoolError::Full`] when the queue is full. Dropping the
+    /// receiver before a worker takes the job makes the worker skip it.
+    pub fn submit(
+        &self,
+        session: Arc<dyn Session>,
+        rows: usize,
+        data: Vec<f32>,
+    ) -> Result<oneshot::Receiver<RunResult>, PoolError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            session,
+            rows,
+            data,
+            reply,
+        };
+        // Counted before the send so a fast worker never decrements first.
+        self.counters.pending.fetch_add(1, Ordering::SeqCst);
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(answer),
+            Err(e) => {
+                self.counters.pending.fetch_sub(1, Ordering::SeqCst);
+                Err(match e {
+                    TrySendError::Full(_) => PoolError::Full {
+                        threads: self.threads,
+                        capacity: self.capacity,
+                    },
+                    TrySendError::Disconnected(_) => PoolError::Stopped,
+                })
+            }
+        }
+    }
+
+    /// Runs `rows` rows on `session` on a pool thread ([`InferencePool::submit`], then
+    /// waits for the answer). Dropping the future before a worker takes the job makes the
+    /// worker skip it.
+    pub async fn run(&self, session: Arc<dyn Session>, rows: usize, data: Vec<f32>) -> RunResult {
+        self.submit(session, rows, data)?
+            .await
+            .unwrap_or(Err(PoolError::Stopped))
+    }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>, counters: &Counters) {
+    loop {
+        // Hold the lock only while taking one job, so the other workers can take the next.
+        let job = {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            rx.recv()
+        };
+        let Ok(job) = job else { return };
+        if job.reply.is_closed() {
+            counters.skipped.fetch_add(1, Ordering::SeqCst);
+            counters.pending.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let Job {
+            session,
+            rows,
+            data,
+            reply,
+        } = job;
+        let start = Instant::now();
+        let result = match catch_unwind(AssertUnwindSafe(|| session.run(rows, data))) {
+            Ok(Ok(outputs)) => Ok((outputs, start.elapsed())),
+            Ok(Err(e)) => Err(PoolError::Run(e)),
+            Err(panic) => Err(PoolError::Panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic".into()),
+            )),
+        };
+        counters.pending.fetch_sub(1, Ordering::SeqCst);
+        // The caller may have gone meanwhile; nothing to do then.
+        let _ = reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::engine::OutputData;
+    use std::sync::mpsc;
+
+    /// A session that reports its thread, waits for a go signal when gated, and panics on
+    /// `rows == 0`.
+    #[derive(Debug)]
+    struct Probe {
+        gate: Option<Mutex<mpsc::Receiver<()>>>,
+        threads: Mutex<Vec<String>>,
+        runs: AtomicUsize,
+    }
+
+    impl Probe {
+        fn new(gate: Option<mpsc::Receiver<()>>) -> Arc<Self> {
+            Arc::new(Self {
+                gate: gate.map(Mutex::new),
+                threads: Mutex::new(Vec::new()),
+                runs: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Session for Probe {
+        fn width(&self) -> usize {
+            1
+        }
+        fn output_names(&self) -> &[String] {
+            &[]
+        }
+        fn run(&self, rows: usize, data: Vec<f32>) -> Result<Vec<Output>, String> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            self.threads.lock().unwrap().push(name);
+            if let Some(gate) = &self.gate {
+                gate.lock().unwrap().recv().unwrap();
+            }
+            assert!(rows != 0, "zero rows");
+            if data.first() == Some(&-1.0) {
+                return Err("bad row".into());
+            }
+            Ok(vec![Output {
+                name: "y".into(),
+                shape: vec![rows],
+                data: OutputData::Float(data),
+            }])
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_on_pool_threads_and_measures_model_time() {
+        let pool = InferencePool::new(2, 4);
+        let probe = Probe::new(None);
+        for i in 0..8 {
+            let (out, took) = pool.run(probe.clone(), 1, vec![i as f32]).await.unwrap();
+            assert_eq!(out[0].data, OutputData::Float(vec![i as f32]));
+            assert!(took < Duration::from_secs(1));
+        }
+        let threads = probe.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 8);
+        assert!(
+            threads.iter().all(|t| t.starts_with("verdict-infer-")),
+            "{threads:?}"
+        );
+        assert_eq!(pool.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_drains_afterwards() {
+        let (go, gate) = mpsc::channel();
+        let pool = InferencePool::new(1, 2);
+        let probe = Probe::new(Some(gate));
+        // One running (held at the gate) and two queued fill the pool.
+        let first = pool.submit(probe.clone(), 1, vec![0.0]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while probe.runs.load(Ordering::SeqCst) < 1 {
+            assert!(Instant::now() < deadline, "the worker never took the job");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut held = vec![first];
+        for i in 1..3 {
+            held.push(pool.submit(probe.clone(), 1, vec![i as f32]).unwrap());
+        }
+        assert_eq!(pool.pending(), 3);
+        let start = Instant::now();
+        let refused = pool.run(probe.clone(), 1, vec![9.0]).await.unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "must not wait"
+        );
+        assert_eq!(
+            refused,
+            PoolError::Full {
+                threads: 1,
+                capacity: 2
+            }
+        );
+        assert!(refused.to_string().contains("pool full"), "{refused}");
+        // Release the three; all of them finish, in order, and the pool takes work again.
+        for _ in 0..3 {
+            go.send(()).unwrap();
+        }
+        for (i, h) in held.into_iter().enumerate() {
+            let (out, _) = h.await.unwrap().unwrap();
+            assert_eq!(out[0].data, OutputData::Float(vec![i as f32]));
+        }
+        go.send(()).unwrap();
+        assert!(pool.run(probe.clone(), 1, vec![4.0]).await.is_ok());
+        assert_eq!(pool.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_left_is_skipped() {
+        let (go, gate) = mpsc::channel();
+        let pool = InferencePool::new(1, 4);
+        let probe = Probe::new(Some(gate));
+        let (p, s) = (pool.clone(), probe.clone());
+        let first = tokio::spawn(async move { p.run(s, 1, vec![1.0]).await });
+        while probe.runs.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Queued behind the held job, then abandoned (as a guard timeout would).
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(20),
+            pool.run(probe.clone(), 1, vec![2.0]),
+        )
+        .await;
+        assert!(abandoned.is_err(), "should have timed out while queued");
+        go.send(()).unwrap();
+        assert!(first.await.unwrap().is_ok());
+        go.send(()).unwrap();
+        assert!(pool.run(probe.clone(), 1, vec![3.0]).await.is_ok());
+        assert_eq!(
+            probe.runs.load(Ordering::SeqCst),
+            2,
+            "the abandoned job ran"
+        );
+        assert_eq!(pool.skipped(), 1);
+        assert_eq!(pool.pending(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn errors_and_panics_are_reported_and_the_worker_survives() {
+        let pool = InferencePool::new(1, 1);
+        let probe = Probe::new(None);
+        assert_eq!(
+            pool.run(probe.clone(), 1, vec![-1.0]).await.unwrap_err(),
+            PoolError::Run("bad row".into())
+        );
+        let e = pool.run(probe.clone(), 0, vec![]).await.unwrap_err();
+        assert!(
+            matches!(&e, PoolError::Panicked(m) if m.contains("zero rows")),
+            "{e:?}"
+        );
+        // The only worker is still there.
+        assert!(pool.run(probe.clone(), 1, vec![1.0]).await.is_ok());
+    }
+}

@@ -491,6 +491,7 @@ mod tests {
                     output: Value::Null,
                     latency_ms,
                     shadow: false,
+                    comparison: None,
                 })
             };
             m.apply(p + 1, T0, &event);

@@ -228,7 +228,9 @@ pub fn results(model: &ReadModel, id: &str) -> Result<Value, AppError> {
     }))
 }
 
-/// Operational metrics per variant: traffic, errors, latency, shadow calls.
+/// Operational metrics per variant (traffic, errors, latency) and per shadow arm (its
+/// calls, and agreement, output difference and latency against the control on the same
+/// mirrored requests).
 pub fn metrics(model: &ReadModel, id: &str) -> Result<Value, AppError> {
     let v = view(model, id)?;
     let d = def(v);
@@ -238,23 +240,46 @@ pub fn metrics(model: &ReadModel, id: &str) -> Result<Value, AppError> {
         .zip(&v.variants)
         .map(|(var, s)| {
             let mut row = traffic_fields(var, s);
-            row.extend(
-                json!({
-                "requests": s.predictions + s.errors,
-                "shadow": {
-                    "predictions": s.shadow_predictions,
-                    "errors": s.shadow_errors,
-                    "latency_ms": latency_json(&s.shadow_latency),
-                },
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            );
+            row.insert("requests".into(), json!(s.predictions + s.errors));
             Value::Object(row)
         })
         .collect();
-    Ok(json!({"experiment_id": id, "variants": variants, "position": model.position}))
+    let ratio = |num: f64, den: u64| (den > 0).then(|| num / den as f64);
+    let shadows: Vec<Value> = d
+        .shadows
+        .iter()
+        .zip(&v.shadows)
+        .map(|(sh, s)| {
+            let p50 = |l: &Latency| l.quantile_ms(0.5);
+            let p99 = |l: &Latency| l.quantile_ms(0.99);
+            let delta = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
+            json!({
+                "key": sh.key,
+                "model": sh.model,
+                "share": sh.share,
+                "shadow_of": d.control().key,
+                "predictions": s.predictions,
+                "errors": s.errors,
+                "error_rate": ratio(s.errors as f64, s.predictions + s.errors),
+                "compared": s.compared,
+                "agreement_rate": ratio(s.agreements as f64, s.compared),
+                "mean_overlap": ratio(s.overlap_sum, s.overlap_count),
+                "mean_abs_diff": ratio(s.diff_sum, s.diff_count),
+                "latency_ms": latency_json(&s.latency),
+                "control_latency_ms": latency_json(&s.control_latency),
+                "latency_delta_ms": {
+                    "p50": delta(p50(&s.latency), p50(&s.control_latency)),
+                    "p99": delta(p99(&s.latency), p99(&s.control_latency)),
+                },
+            })
+        })
+        .collect();
+    Ok(json!({
+        "experiment_id": id,
+        "variants": variants,
+        "shadows": shadows,
+        "position": model.position,
+    }))
 }
 
 /// Bucket width for timelines.

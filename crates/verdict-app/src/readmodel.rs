@@ -114,12 +114,34 @@ pub struct VariantStats {
     pub revenue_sum_squares: f64,
     /// Prediction latency (successful predictions).
     pub latency: Latency,
+}
+
+/// Running totals for one shadow arm: its calls, and how its answers compared with the
+/// control's answers to the same requests.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShadowStats {
+    /// Shadow arm key.
+    pub key: String,
     /// Shadow predictions (recorded, never served).
-    pub shadow_predictions: u64,
+    pub predictions: u64,
     /// Shadow failures.
-    pub shadow_errors: u64,
-    /// Shadow latency.
-    pub shadow_latency: Latency,
+    pub errors: u64,
+    /// Shadow model latency.
+    pub latency: Latency,
+    /// The control's latency on the same (mirrored) requests.
+    pub control_latency: Latency,
+    /// Predictions compared with the control's.
+    pub compared: u64,
+    /// ... whose decision agreed with the control's.
+    pub agreements: u64,
+    /// Sum and count of the item overlaps (recommenders).
+    pub overlap_sum: f64,
+    /// Count of overlaps summed.
+    pub overlap_count: u64,
+    /// Sum and count of the mean absolute output differences.
+    pub diff_sum: f64,
+    /// Count of differences summed.
+    pub diff_count: u64,
 }
 
 /// One hour of one variant.
@@ -190,6 +212,9 @@ pub struct ExperimentView {
     pub last_event_at: i64,
     /// Per-variant totals, in definition order.
     pub variants: Vec<VariantStats>,
+    /// Per-shadow-arm totals, in definition order.
+    #[serde(default)]
+    pub shadows: Vec<ShadowStats>,
     /// Per-user state.
     pub users: HashMap<String, UserState>,
     /// Conversions of users never assigned: kept, left out of the analysis.
@@ -250,6 +275,9 @@ pub struct Fields<'a> {
     /// Shadow call (predictions).
     #[serde(default)]
     pub shadow: bool,
+    /// Shadow predictions: the comparison with the control.
+    #[serde(default)]
+    pub comparison: Option<verdict_core::event::ShadowComparison>,
     /// Revenue (conversions).
     #[serde(default)]
     pub amount: f64,
@@ -271,6 +299,7 @@ impl<'a> Fields<'a> {
             variant: Some(e.variant.as_str().into()),
             latency_ms: e.latency_ms,
             shadow: e.shadow,
+            comparison: e.comparison.clone(),
             amount: 0.0,
         }
     }
@@ -281,6 +310,7 @@ impl<'a> Fields<'a> {
             variant: Some(e.variant.as_str().into()),
             latency_ms: e.latency_ms,
             shadow: e.shadow,
+            comparison: None,
             amount: 0.0,
         }
     }
@@ -323,16 +353,35 @@ impl ExperimentView {
                 view.variants[i].users += 1;
                 view.bucket(at, i).new_users += 1;
             }
+            Traffic::Predicted if f.shadow => {
+                let Some(s) = view.shadow_mut(f.variant.as_deref()) else {
+                    return;
+                };
+                s.predictions += 1;
+                s.latency.record_ms(f.latency_ms);
+                if let Some(c) = &f.comparison {
+                    s.compared += 1;
+                    s.agreements += u64::from(c.agree);
+                    s.control_latency.record_ms(c.control_latency_ms);
+                    if let Some(o) = c.overlap {
+                        s.overlap_sum += o;
+                        s.overlap_count += 1;
+                    }
+                    if let Some(d) = c.mean_abs_diff {
+                        s.diff_sum += d;
+                        s.diff_count += 1;
+                    }
+                }
+            }
+            Traffic::Failed if f.shadow => {
+                if let Some(s) = view.shadow_mut(f.variant.as_deref()) {
+                    s.errors += 1;
+                }
+            }
             Traffic::Predicted => {
                 let Some(i) = f.variant.as_deref().and_then(|v| view.variant_index(v)) else {
                     return;
                 };
-                if f.shadow {
-                    let v = &mut view.variants[i];
-                    v.shadow_predictions += 1;
-                    v.shadow_latency.record_ms(f.latency_ms);
-                    return;
-                }
                 view.variants[i].predictions += 1;
                 view.variants[i].latency.record_ms(f.latency_ms);
                 let b = view.bucket(at, i);
@@ -343,10 +392,6 @@ impl ExperimentView {
                 let Some(i) = f.variant.as_deref().and_then(|v| view.variant_index(v)) else {
                     return;
                 };
-                if f.shadow {
-                    view.variants[i].shadow_errors += 1;
-                    return;
-                }
                 view.variants[i].errors += 1;
                 view.bucket(at, i).errors += 1;
             }
@@ -383,6 +428,11 @@ impl ExperimentView {
                 }
             }
         }
+    }
+
+    fn shadow_mut(&mut self, key: Option<&str>) -> Option<&mut ShadowStats> {
+        let key = key?;
+        self.shadows.iter_mut().find(|s| s.key == key)
     }
 
     fn variant_index(&self, key: &str) -> Option<usize> {
@@ -433,6 +483,12 @@ impl ReadModel {
             let view = self.experiments.entry(id.clone()).or_default();
             view.created_at = at;
             view.variants = vec![VariantStats::default(); n];
+            view.shadows = (c.definition.shadows.iter())
+                .map(|s| ShadowStats {
+                    key: s.key.clone(),
+                    ..ShadowStats::default()
+                })
+                .collect();
         }
         let Some(view) = self.experiments.get_mut(&id) else {
             // Traffic for an experiment never created: nothing to attribute it to.
@@ -610,6 +666,7 @@ mod tests {
                 output: json!({"items": [1, 2, 3]}),
                 latency_ms: ms,
                 shadow: false,
+                comparison: None,
             })
         };
         let events = [
@@ -639,6 +696,88 @@ mod tests {
         let value = |m: &ReadModel| serde_json::to_value(m).unwrap();
         assert_eq!(value(&fast), value(&full));
         assert_eq!(fast.experiments["exp-001"].variants[1].predictions, 1);
+    }
+
+    #[test]
+    fn shadow_calls_aggregate_per_arm_on_both_paths() {
+        let definition = ExperimentSpec::from_json(json!({
+            "experiment_id": "exp-001",
+            "variants": [
+                {"key": "control", "model": "rec-v1"},
+                {"key": "treatment", "model": "rec-v2"},
+                {"key": "shadow", "model": "rec-v3", "shadow": true, "share": 0.5},
+            ]
+        }))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let shadow = |agree: bool, overlap: f64, diff: Option<f64>, ms: f64| {
+            Event::PredictionMade(PredictionMade {
+                experiment_id: "exp-001".into(),
+                user_id: "a".into(),
+                variant: "shadow".into(),
+                model: "rec-v3".into(),
+                model_version: "3".into(),
+                prediction_id: Uuid::nil(),
+                input: json!({}),
+                output: json!({"items": [1]}),
+                latency_ms: ms,
+                shadow: true,
+                comparison: Some(verdict_core::event::ShadowComparison {
+                    agree,
+                    overlap: Some(overlap),
+                    mean_abs_diff: diff,
+                    control_latency_ms: 2.0,
+                }),
+            })
+        };
+        let failed = Event::PredictionFailed(verdict_core::event::PredictionFailed {
+            experiment_id: "exp-001".into(),
+            user_id: "a".into(),
+            variant: "shadow".into(),
+            model: "rec-v3".into(),
+            prediction_id: Uuid::nil(),
+            error_kind: "timeout".into(),
+            message: String::new(),
+            latency_ms: 100.0,
+            shadow: true,
+        });
+        let events = [
+            Event::ExperimentCreated(ExperimentCreated { definition }),
+            assigned("a", "control"),
+            shadow(true, 1.0, Some(0.25), 4.0),
+            shadow(false, 0.5, None, 6.0),
+            failed,
+        ];
+        let (mut full, mut fast) = (ReadModel::default(), ReadModel::default());
+        for (i, e) in events.iter().enumerate() {
+            full.apply(i as u64 + 1, 0, e);
+            let payload = serde_json::to_vec(&e.encode_data()).unwrap();
+            fast.apply_stored(
+                i as u64 + 1,
+                0,
+                e.event_type(),
+                e.schema_version(),
+                &payload,
+            )
+            .unwrap();
+        }
+        let value = |m: &ReadModel| serde_json::to_value(m).unwrap();
+        assert_eq!(value(&fast), value(&full));
+        let view = &fast.experiments["exp-001"];
+        let s = &view.shadows[0];
+        assert_eq!(
+            (s.predictions, s.errors, s.compared, s.agreements),
+            (2, 1, 2, 1)
+        );
+        assert_eq!((s.overlap_sum, s.overlap_count), (1.5, 2));
+        assert_eq!((s.diff_sum, s.diff_count), (0.25, 1));
+        assert_eq!(s.control_latency.count(), 2);
+        // Shadow calls are not served traffic.
+        assert!(view
+            .variants
+            .iter()
+            .all(|v| v.predictions == 0 && v.errors == 0));
     }
 
     #[test]

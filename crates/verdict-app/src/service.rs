@@ -5,20 +5,26 @@
 //! what), rebuilt from the log at start and updated only after an append succeeded. It
 //! never writes a read model.
 
+mod follow;
+
 use crate::codec;
 use crate::error::AppError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 use uuid::Uuid;
 use verdict_core::assign::{CompiledExperiment, Reason, UserContext};
+use verdict_core::event::ShadowComparison;
 use verdict_core::event::{
     lifecycle_stream, traffic_stream, ConversionRecorded, Metadata, PredictionFailed,
     PredictionMade, UserAssigned, UserInteracted,
 };
-use verdict_core::experiment::{decide, evolve, Command, Experiment, ExperimentSpec, Status};
+use verdict_core::experiment::{
+    decide, evolve, Command, Experiment, ExperimentSpec, ShadowVariant, Status,
+};
 use verdict_core::{DomainError, Event};
 use verdict_serve::{Model, Registry};
 use verdict_store::{EventData, EventStore, ExpectedVersion, StoreError};
@@ -47,7 +53,14 @@ struct Live {
     state: Experiment,
     router: CompiledExperiment,
     models: Vec<Arc<dyn Model>>,
+    /// Shadow arms and their models, in definition order.
+    shadows: Vec<(ShadowVariant, Arc<dyn Model>)>,
 }
+
+/// Shadow calls in flight, across experiments: beyond this, mirrors are dropped (and
+/// counted) rather than queued, so a slow shadow model cannot build up memory or steal
+/// the request path's capacity.
+const SHADOW_IN_FLIGHT: usize = 256;
 
 impl Live {
     fn control(&self) -> usize {
@@ -205,6 +218,10 @@ pub struct CommandService {
     /// experiment -> user -> variant index: first exposures are recorded once, and
     /// outcomes are attributed to what the user was actually served.
     assignments: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// Bounds shadow calls in flight.
+    shadow_permits: Arc<tokio::sync::Semaphore>,
+    /// Mirrors dropped because [`SHADOW_IN_FLIGHT`] calls were already running.
+    shadow_dropped: AtomicU64,
 }
 
 fn store_error(e: StoreError) -> AppError {
@@ -251,6 +268,8 @@ impl CommandService {
             clock,
             experiments: RwLock::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
+            shadow_permits: Arc::new(tokio::sync::Semaphore::new(SHADOW_IN_FLIGHT)),
+            shadow_dropped: AtomicU64::new(0),
         };
         service.rebuild().await?;
         Ok(service)
@@ -332,11 +351,25 @@ impl CommandService {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let shadows = def
+            .shadows
+            .iter()
+            .map(|s| {
+                self.registry
+                    .resolve(&s.model)
+                    .map(|m| (s.clone(), m))
+                    .map_err(|e| AppError::Invalid {
+                        field: "variants".into(),
+                        message: format!("shadow variant `{}`: {e}", s.key),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let router = state.compile().expect("created experiments compile");
         Ok(Live {
             state,
             router,
             models,
+            shadows,
         })
     }
 
@@ -408,7 +441,8 @@ impl CommandService {
         self.experiments
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id, Arc::new(live));
+            .entry(id)
+            .or_insert(Arc::new(live)); // the store follower may have been first
         Ok((state, result.last_position))
     }
 
@@ -427,6 +461,10 @@ impl CommandService {
             Ok(result) => {
                 let mut map = self.experiments.write().unwrap_or_else(|e| e.into_inner());
                 let current = map.get(id).cloned().unwrap_or(live);
+                if current.state.version >= result.stream_version {
+                    // The store follower (several nodes) applied these events already.
+                    return Ok((current.state.clone(), result.last_position));
+                }
                 let state = events.iter().fold(current.state.clone(), evolve);
                 let router = state.compile().expect("created experiments compile");
                 map.insert(
@@ -435,6 +473,7 @@ impl CommandService {
                         state: state.clone(),
                         router,
                         models: current.models.clone(),
+                        shadows: current.shadows.clone(),
                     }),
                 );
                 Ok((state, result.last_position))
@@ -592,7 +631,7 @@ impl CommandService {
     }
 
     /// Assigns, calls the variant's model, and records the exposure and the outcome.
-    pub async fn predict(&self, req: PredictRequest) -> Result<PredictResponse, AppError> {
+    pub async fn predict(&self, mut req: PredictRequest) -> Result<PredictResponse, AppError> {
         let live = self.live(&req.experiment_id)?;
         if live.state.status == Status::Draft {
             return Err(AppError::Conflict(format!(
@@ -621,10 +660,16 @@ impl CommandService {
             error: None,
             position: 0,
         };
+        // Mirror the control's successful, recorded answers to the shadow arms.
+        let mirror = in_experiment && i == live.control() && !live.shadows.is_empty();
+        let mut mirror_output = None;
         let outcome_event = match outcome {
             Ok(p) => {
                 response.model_version = Some(p.model_version.clone());
                 response.output = Some(p.output.clone());
+                if mirror {
+                    mirror_output = Some(p.output.clone());
+                }
                 Event::PredictionMade(PredictionMade {
                     experiment_id: req.experiment_id.clone(),
                     user_id: req.user_id.clone(),
@@ -632,10 +677,16 @@ impl CommandService {
                     model: variant.model.clone(),
                     model_version: p.model_version,
                     prediction_id,
-                    input: req.input,
+                    // The input moves into the event unless a mirror still needs it.
+                    input: if mirror {
+                        req.input.clone()
+                    } else {
+                        std::mem::take(&mut req.input)
+                    },
                     output: p.output,
                     latency_ms,
                     shadow: false,
+                    comparison: None,
                 })
             }
             Err(e) => {
@@ -679,7 +730,13 @@ impl CommandService {
             )
             .await
         {
-            Ok(r) => response.position = r.last_position,
+            Ok(r) => {
+                response.position = r.last_position;
+                // Only after the control's answer is durable: no shadow without its control.
+                if let Some(output) = mirror_output {
+                    self.mirror(&live, &req, prediction_id, &output, latency_ms);
+                }
+            }
             Err(e) => {
                 if claimed {
                     self.unclaim(&req.experiment_id, &req.user_id);
@@ -688,6 +745,93 @@ impl CommandService {
             }
         }
         Ok(response)
+    }
+
+    /// Mirrors were dropped because too many shadow calls were in flight.
+    pub fn shadow_dropped(&self) -> u64 {
+        self.shadow_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls each shadow arm whose share takes this request, off the request path, and
+    /// records its answer (`shadow: true`, sharing the control's `prediction_id`) with the
+    /// comparison against the control's output. Best effort: a mirror is never
+    /// acknowledged to anyone, so a failed append is logged, not retried.
+    fn mirror(
+        &self,
+        live: &Live,
+        req: &PredictRequest,
+        prediction_id: Uuid,
+        control_output: &Value,
+        control_latency_ms: f64,
+    ) {
+        for (shadow, model) in &live.shadows {
+            if !mirrored(prediction_id, shadow.share) {
+                continue;
+            }
+            let Ok(permit) = self.shadow_permits.clone().try_acquire_owned() else {
+                self.shadow_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (store, clock, model) = (self.store.clone(), self.clock.clone(), model.clone());
+            let (shadow, control_output) = (shadow.clone(), control_output.clone());
+            let (experiment_id, user_id, input) = (
+                req.experiment_id.clone(),
+                req.user_id.clone(),
+                req.input.clone(),
+            );
+            tokio::spawn(async move {
+                let _permit = permit;
+                let started = Instant::now();
+                let outcome = model.predict(&user_id, &input).await;
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let event = match outcome {
+                    Ok(p) => {
+                        let c = verdict_serve::shadow::compare(&control_output, &p.output);
+                        Event::PredictionMade(PredictionMade {
+                            experiment_id,
+                            user_id,
+                            variant: shadow.key,
+                            model: shadow.model,
+                            model_version: p.model_version,
+                            prediction_id,
+                            input,
+                            output: p.output,
+                            latency_ms,
+                            shadow: true,
+                            comparison: Some(ShadowComparison {
+                                agree: c.agree,
+                                overlap: c.overlap,
+                                mean_abs_diff: c.mean_abs_diff,
+                                control_latency_ms,
+                            }),
+                        })
+                    }
+                    Err(e) => Event::PredictionFailed(PredictionFailed {
+                        experiment_id,
+                        user_id,
+                        variant: shadow.key,
+                        model: shadow.model,
+                        prediction_id,
+                        error_kind: e.kind().to_owned(),
+                        message: truncate(&e.to_string(), 2048),
+                        latency_ms,
+                        shadow: true,
+                    }),
+                };
+                let data = codec::encode(
+                    &event,
+                    Uuid::now_v7(),
+                    clock.now_micros(),
+                    &Metadata::default(),
+                );
+                if let Err(e) = store
+                    .append(&event.stream(), ExpectedVersion::Any, vec![data])
+                    .await
+                {
+                    tracing::warn!(error = %e, "recording a shadow prediction failed");
+                }
+            });
+        }
     }
 
     fn outcome_variant(&self, live: &Live, user_id: &str) -> Option<String> {
@@ -839,6 +983,16 @@ impl CommandService {
             .map(|r| r.unwrap_or_else(|| Err(AppError::Unavailable("not processed".into()))))
             .collect()
     }
+}
+
+/// Whether a request takes part in a shadow arm with this share: a pure function of the
+/// prediction id's random bits (UUIDv7 keeps 62 of them at the low end).
+fn mirrored(prediction_id: Uuid, share: f64) -> bool {
+    if share >= 1.0 {
+        return true;
+    }
+    let bits = (prediction_id.as_u128() as u64) & ((1u64 << 62) - 1);
+    (bits as f64) / ((1u64 << 62) as f64) < share
 }
 
 fn reason_name(r: Reason) -> &'static str {

@@ -188,6 +188,25 @@ pub struct PredictionMade {
     /// A shadow call: recorded, never served.
     #[serde(default)]
     pub shadow: bool,
+    /// Shadow calls only: how the output compared with the control's answer to the same
+    /// request (whose `prediction_id` this one shares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ShadowComparison>,
+}
+
+/// A shadow output compared with the control's output for the same request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowComparison {
+    /// Whether the decision agrees (top item, label, or the whole output).
+    pub agree: bool,
+    /// Recommenders: share of the control's items the shadow also returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f64>,
+    /// Mean absolute difference over the numeric outputs both returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_abs_diff: Option<f64>,
+    /// The control model's latency on that request.
+    pub control_latency_ms: f64,
 }
 
 /// A model failed to answer.

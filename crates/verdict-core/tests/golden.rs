@@ -81,6 +81,7 @@ fn samples() -> Vec<Event> {
             output: json!({"items": [101, 205, 310]}),
             latency_ms: 45.25,
             shadow: false,
+            comparison: None,
         }),
         Event::PredictionFailed(PredictionFailed {
             experiment_id: "exp-001".into(),

@@ -96,7 +96,11 @@ fn s(description: &str) -> Value {
 pub fn routes() -> Vec<Route> {
     let any_obj = json!({"type": "object"});
     let variant = obj(
-        json!({"key": s("variant key"), "model": s("model name or URI"), "weight": {"type": "number"}}),
+        json!({
+            "key": s("variant key"), "model": s("model name or URI"), "weight": {"type": "number"},
+            "shadow": {"type": "boolean", "description": "mirror a share of the control's requests to this model off the request path; recorded and compared, never served (no weight)"},
+            "share": {"type": "number", "description": "shadow variants: share of the control's requests mirrored, in (0, 1]; default 1"},
+        }),
         &["key", "model"],
     );
     let experiment_body = json!({

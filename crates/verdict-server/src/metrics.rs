@@ -66,6 +66,54 @@ fn latency(l: &Latency) -> &Histogram<u64> {
     &l.0
 }
 
+/// Shadow arms: calls, failures and agreement with the control, per experiment and arm.
+fn shadow_metrics(out: &mut String, model: &ReadModel) {
+    let rows: Vec<(String, String, String, &verdict_app::readmodel::ShadowStats)> = model
+        .experiments
+        .iter()
+        .filter_map(|(id, v)| v.state.definition.as_ref().map(|d| (id, v, d)))
+        .flat_map(|(id, v, d)| {
+            d.shadows
+                .iter()
+                .zip(&v.shadows)
+                .map(move |(sh, s)| (label(id), label(&sh.key), label(&sh.model), s))
+        })
+        .collect();
+    type Get = fn(&verdict_app::readmodel::ShadowStats) -> u64;
+    let series: [(&str, &str, Get); 4] = [
+        (
+            "verdict_shadow_predictions_total",
+            "Shadow predictions (recorded, never served) per experiment and shadow arm.",
+            |s| s.predictions,
+        ),
+        (
+            "verdict_shadow_errors_total",
+            "Failed shadow predictions per experiment and shadow arm.",
+            |s| s.errors,
+        ),
+        (
+            "verdict_shadow_compared_total",
+            "Shadow predictions compared with the control's answer to the same request.",
+            |s| s.compared,
+        ),
+        (
+            "verdict_shadow_agreements_total",
+            "Compared shadow predictions whose decision agreed with the control's.",
+            |s| s.agreements,
+        ),
+    ];
+    for (name, help, get) in series {
+        header(out, name, "counter", help);
+        for (e, k, m, s) in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{experiment_id=\"{e}\",shadow=\"{k}\",model=\"{m}\"}} {}",
+                get(s)
+            );
+        }
+    }
+}
+
 /// Renders every metric.
 pub fn render(model: &ReadModel, head: u64, stats: &StoreStats) -> String {
     let mut out = String::with_capacity(4096);
@@ -140,12 +188,7 @@ pub fn render(model: &ReadModel, head: u64, stats: &StoreStats) -> String {
         "Interactions per experiment and variant.",
         &|s| s.interactions as f64,
     );
-    counter(
-        &mut out,
-        "verdict_shadow_predictions_total",
-        "Shadow predictions (never served) per experiment and variant.",
-        &|s| s.shadow_predictions as f64,
-    );
+    shadow_metrics(&mut out, model);
 
     header(
         &mut out,

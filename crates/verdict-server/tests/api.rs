@@ -784,3 +784,181 @@ async fn alerts_are_delivered_to_webhooks_with_retries() {
     );
     app.stop().await;
 }
+
+/// Shadow variants: a copy of the control's requests goes to each shadow model off the
+/// request path; the answers are recorded (`shadow: true`, sharing the control's
+/// prediction id), compared with the control's in `/metrics`, and never served.
+#[tokio::test]
+async fn shadow_variants_are_mirrored_compared_and_never_served() {
+    let app = spawn_app().await;
+    let body = json!({
+        "experiment_id": "exp-shadow",
+        "variants": [
+            {"key": "control", "model": "builtin:rec-v1", "weight": 0.5},
+            {"key": "treatment", "model": "builtin:rec-v2", "weight": 0.5},
+            {"key": "same", "model": "builtin:rec-v1", "shadow": true},
+            {"key": "other", "model": "builtin:rec-v3", "shadow": true, "share": 0.5},
+            {"key": "broken", "model": "builtin-failing:x", "shadow": true, "share": 0.25},
+        ],
+        "start": true,
+    });
+    let (status, v) = app.post("/api/experiments", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+
+    let mut control_ids = Vec::new();
+    for u in 0..400 {
+        let (status, p) = app
+            .post(
+                "/api/predictions",
+                json!({"experiment_id": "exp-shadow", "user_id": format!("u{u}")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{p}");
+        let served = p["variant"].as_str().unwrap();
+        assert!(matches!(served, "control" | "treatment"), "served {served}");
+        if served == "control" {
+            control_ids.push(p["prediction_id"].as_str().unwrap().to_owned());
+        }
+    }
+    let n = control_ids.len() as u64;
+    assert!(n > 150, "control served {n}");
+
+    // Mirrors are recorded after the response: wait until every expected one is in.
+    let mut m = Value::Null;
+    for _ in 0..100 {
+        let (status, v) = app.get("/api/experiments/exp-shadow/metrics").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        m = v;
+        let calls = |k: usize| {
+            m["shadows"][k]["predictions"].as_u64().unwrap()
+                + m["shadows"][k]["errors"].as_u64().unwrap()
+        };
+        if calls(0) == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let shadows = m["shadows"].as_array().unwrap();
+    assert_eq!(shadows.len(), 3, "{m}");
+    let (same, other, broken) = (&shadows[0], &shadows[1], &shadows[2]);
+    assert_eq!(same["key"], "same");
+    assert_eq!(same["shadow_of"], "control");
+    // The same model as the control agrees on every request, with no difference.
+    assert_eq!(same["predictions"].as_u64().unwrap(), n, "{m}");
+    assert_eq!(same["compared"].as_u64().unwrap(), n);
+    assert_eq!(same["agreement_rate"].as_f64().unwrap(), 1.0);
+    assert_eq!(same["mean_overlap"].as_f64().unwrap(), 1.0);
+    assert_eq!(same["latency_ms"]["count"].as_u64().unwrap(), n);
+    assert_eq!(same["control_latency_ms"]["count"].as_u64().unwrap(), n);
+    // A different model: about half the requests (share 0.5), and it disagrees somewhere.
+    let other_n = other["predictions"].as_u64().unwrap();
+    assert!(
+        other_n > n / 4 && other_n < 3 * n / 4,
+        "other took {other_n} of {n}"
+    );
+    assert!(other["agreement_rate"].as_f64().unwrap() < 1.0, "{other}");
+    assert!(other["mean_overlap"].as_f64().unwrap() < 1.0, "{other}");
+    // A failing shadow: failures are counted for the shadow, none for the served arms.
+    let broken_n = broken["errors"].as_u64().unwrap();
+    assert!(
+        broken_n > 0 && broken_n < n / 2,
+        "broken failed {broken_n} of {n}"
+    );
+    assert_eq!(broken["predictions"].as_u64().unwrap(), 0);
+    for v in m["variants"].as_array().unwrap() {
+        assert_eq!(v["errors"].as_u64().unwrap(), 0, "{v}");
+    }
+    let control = variant(&m, "control");
+    assert_eq!(
+        control["predictions"].as_u64().unwrap(),
+        n,
+        "shadows are not served traffic"
+    );
+
+    // In the audit log: shadow records share the control's prediction id.
+    let mut shadow_ids = Vec::new();
+    let mut from = 1;
+    loop {
+        let (status, page) = app
+            .get(&format!(
+                "/api/experiments/exp-shadow/events?from={from}&limit=500"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for e in page["events"].as_array().unwrap() {
+            if e["type"] == "PredictionMade" && e["data"]["shadow"] == true {
+                assert!(e["data"]["comparison"]["agree"].is_boolean(), "{e}");
+                shadow_ids.push(e["data"]["prediction_id"].as_str().unwrap().to_owned());
+            }
+        }
+        match page["next"].as_u64() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    assert_eq!(shadow_ids.len() as u64, n + other_n);
+    assert!(shadow_ids.iter().all(|id| control_ids.contains(id)));
+
+    // Prometheus sees the arms too.
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "verdict_shadow_agreements_total{{experiment_id=\"exp-shadow\",shadow=\"same\",model=\"builtin:rec-v1\"}} {n}"
+        )),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shadow_variants_are_validated_naming_the_field() {
+    let app = spawn_app().await;
+    let base = |shadow: Value| {
+        json!({
+            "experiment_id": "exp-bad-shadow",
+            "variants": [
+                {"key": "control", "model": "builtin:a", "weight": 0.5},
+                {"key": "treatment", "model": "builtin:b", "weight": 0.5},
+                shadow,
+            ],
+        })
+    };
+    let cases = [
+        (
+            json!({"key": "s", "model": "builtin:c", "shadow": true, "weight": 0.1}),
+            "variants[2].weight",
+        ),
+        (
+            json!({"key": "s", "model": "builtin:c", "shadow": true, "share": 1.5}),
+            "variants[2].share",
+        ),
+        (
+            json!({"key": "s", "model": "builtin:c", "share": 0.5, "weight": 0.0}),
+            "variants[2].share",
+        ),
+        (
+            json!({"key": "control", "model": "builtin:c", "shadow": true}),
+            "variants[2].key",
+        ),
+        (
+            json!({"key": "s", "model": "nope:x", "shadow": true}),
+            "variants",
+        ),
+    ];
+    for (shadow, field) in cases {
+        let (status, v) = app.post("/api/experiments", base(shadow.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{shadow}: {v}");
+        assert_eq!(v["error"]["details"]["field"], field, "{shadow}: {v}");
+    }
+    let (status, v) = app.get("/api/experiments/exp-bad-shadow").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was written: {v}");
+    app.stop().await;
+}

@@ -20,6 +20,19 @@ pub struct Variant {
     pub weight: f64,
 }
 
+/// A shadow (mirror) arm: its model receives a copy of a share of the control's requests
+/// off the request path; its outputs are recorded and compared, never served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowVariant {
+    /// Unique key among all arms, e.g. `rec-v3-shadow`.
+    pub key: String,
+    /// The model called in the shadow of the control.
+    pub model: String,
+    /// Share of the control's requests mirrored, in `(0, 1]`.
+    pub share: f64,
+}
+
 /// A namespace (layer): experiments sharing an `id` with disjoint ranges never share
 /// a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +130,9 @@ pub struct ExperimentDefinition {
     pub description: Option<String>,
     /// The arms, in bucket order.
     pub variants: Vec<Variant>,
+    /// Shadow arms: mirrored, recorded, never served (absent in storage when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadows: Vec<ShadowVariant>,
     /// Share of eligible users that enter the experiment, in `[0, 1]`.
     pub coverage: f64,
     /// Attribute hashed for bucketing (default `user_id`).
@@ -217,6 +233,11 @@ pub struct VariantSpec {
     pub model: String,
     /// Weight (fraction); when every weight is omitted, weights are equal.
     pub weight: Option<f64>,
+    /// A shadow arm: mirrors the control's requests, never served (no `weight`).
+    #[serde(default)]
+    pub shadow: bool,
+    /// Shadow arms only: share of the control's requests mirrored, in `(0, 1]` (default 1).
+    pub share: Option<f64>,
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DomainError {
@@ -251,6 +272,7 @@ impl ExperimentSpec {
             .experiment_id
             .ok_or_else(|| invalid("experiment_id", "is required"))?;
         validate_id(&experiment_id)?;
+        let mut shadows = Vec::new();
         let variants = match (self.variants, self.models) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -271,11 +293,24 @@ impl ExperimentSpec {
                         "goes with `models`; with `variants`, set each `weight`",
                     ));
                 }
-                variants_from_full(v)?
+                let (served, mirrored) = split_shadows(v)?;
+                shadows = mirrored;
+                variants_from_full(served)?
             }
             (None, Some(models)) => variants_from_seed(models, self.traffic_split)?,
         };
         validate_variants(&variants)?;
+        for (i, s) in &shadows {
+            if variants.iter().any(|v| v.key == s.key)
+                || shadows.iter().filter(|(_, o)| o.key == s.key).count() > 1
+            {
+                return Err(invalid(
+                    format!("variants[{i}].key"),
+                    format!("duplicate key `{}`", s.key),
+                ));
+            }
+        }
+        let shadows = shadows.into_iter().map(|(_, s)| s).collect();
         let coverage = self.coverage.unwrap_or(1.0);
         if !(0.0..=1.0).contains(&coverage) {
             return Err(invalid(
@@ -368,6 +403,7 @@ impl ExperimentSpec {
             experiment_id,
             description: self.description,
             variants,
+            shadows,
             coverage,
             hash_attribute,
             hash_version,
@@ -409,6 +445,57 @@ fn validate_id(id: &str) -> Result<(), DomainError> {
             "must be 1-128 characters of A-Z, a-z, 0-9, '-', '_', '.'",
         ))
     }
+}
+
+/// Shadow arms with their index in the request, so errors name the field the client sent.
+type IndexedShadows = Vec<(usize, ShadowVariant)>;
+
+/// Takes the shadow arms out of a full-shape variant list.
+fn split_shadows(
+    specs: Vec<VariantSpec>,
+) -> Result<(Vec<VariantSpec>, IndexedShadows), DomainError> {
+    let mut served = Vec::with_capacity(specs.len());
+    let mut shadows = Vec::new();
+    for (i, v) in specs.into_iter().enumerate() {
+        if !v.shadow {
+            if v.share.is_some() {
+                return Err(invalid(
+                    format!("variants[{i}].share"),
+                    "only shadow variants (`\"shadow\": true`) take a share",
+                ));
+            }
+            served.push(v);
+            continue;
+        }
+        if v.weight.is_some() {
+            return Err(invalid(
+                format!("variants[{i}].weight"),
+                "a shadow variant is never served, so it has no weight (use `share`)",
+            ));
+        }
+        if v.key.is_empty() {
+            return Err(invalid(format!("variants[{i}].key"), "must not be empty"));
+        }
+        if v.model.is_empty() {
+            return Err(invalid(format!("variants[{i}].model"), "must not be empty"));
+        }
+        let share = v.share.unwrap_or(1.0);
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                format!("variants[{i}].share"),
+                format!("must be in (0, 1], got {share}"),
+            ));
+        }
+        shadows.push((
+            i,
+            ShadowVariant {
+                key: v.key,
+                model: v.model,
+                share,
+            },
+        ));
+    }
+    Ok((served, shadows))
 }
 
 fn variants_from_full(specs: Vec<VariantSpec>) -> Result<Vec<Variant>, DomainError> {

@@ -10,7 +10,9 @@ pub mod definition;
 use crate::assign::CompiledExperiment;
 use crate::error::DomainError;
 use crate::event::{Event, ExperimentCreated, ExperimentStopped, Lifecycle, TrafficChanged};
-pub use definition::{ExperimentDefinition, ExperimentSpec, MonitorSettings, Variant};
+pub use definition::{
+    ExperimentDefinition, ExperimentSpec, MonitorSettings, ShadowVariant, Variant,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;

@@ -263,3 +263,53 @@ fn evolve_ignores_traffic_events() {
     );
     assert_eq!(after, state);
 }
+
+#[test]
+fn shadow_variants_are_kept_apart_from_the_served_arms() {
+    let def = ExperimentSpec::from_json(json!({
+        "experiment_id": "exp-001",
+        "variants": [
+            {"key": "control", "model": "rec-v1", "weight": 0.9},
+            {"key": "mirror", "model": "rec-v3", "shadow": true, "share": 0.25},
+            {"key": "treatment", "model": "rec-v2", "weight": 0.1},
+        ],
+    }))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let keys: Vec<&str> = def.variants.iter().map(|v| v.key.as_str()).collect();
+    assert_eq!(keys, ["control", "treatment"], "shadows are never routed");
+    assert_eq!(
+        def.shadows,
+        [ShadowVariant {
+            key: "mirror".into(),
+            model: "rec-v3".into(),
+            share: 0.25
+        }]
+    );
+    // Stored definitions round-trip, and stay byte-identical when there are no shadows.
+    let stored = serde_json::to_value(&def).unwrap();
+    assert_eq!(
+        serde_json::from_value::<ExperimentDefinition>(stored).unwrap(),
+        def
+    );
+    assert!(serde_json::to_value(definition())
+        .unwrap()
+        .get("shadows")
+        .is_none());
+    let defaulted = ExperimentSpec::from_json(json!({
+        "experiment_id": "e",
+        "variants": [
+            {"key": "a", "model": "m"}, {"key": "b", "model": "n"},
+            {"key": "s", "model": "o", "shadow": true},
+        ],
+    }))
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(defaulted.shadows[0].share, 1.0);
+    assert_eq!(
+        defaulted.variants[0].weight, 0.5,
+        "equal weights over served arms"
+    );
+}

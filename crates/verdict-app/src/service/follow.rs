@@ -1,0 +1,131 @@
+//! The command side following the store's tail, for several nodes on one shared store.
+//!
+//! A node rebuilds its write model from the log at start; with other nodes (and the
+//! projector's monitors) appending to the same store, it must also learn what they wrote
+//! afterwards: lifecycle events (created, started, paused, traffic, stopped) and first
+//! exposures (`UserAssigned`, for sticky variants and outcome attribution).
+//!
+//! Applying is idempotent, so the follower may start below the position the rebuild
+//! reached and sees this node's own appends too: a lifecycle event applies only when its
+//! stream version is the next one of the experiment (a gap reloads the experiment's
+//! stream), and an exposure only records a user not yet assigned (the first one wins, as in
+//! the read model; two nodes can only disagree about a user they both exposed for the
+//! first time at the same moment across a traffic change).
+
+use super::*;
+use tokio::sync::watch;
+
+impl CommandService {
+    /// Applies the events from `from` on as they are committed, until `shutdown` flips to
+    /// true. A failed subscription is retried from the last applied position.
+    pub async fn follow(self: Arc<Self>, from: u64, mut shutdown: watch::Receiver<bool>) {
+        let mut next = from.max(1);
+        loop {
+            let mut sub = match self.store.subscribe(next).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "command-side follower: subscribing again");
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    event = sub.next() => match event {
+                        Some(Ok(r)) => {
+                            next = r.position + 1;
+                            self.apply_followed(&r).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, position = next, "command-side follower: resubscribing");
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            break;
+                        }
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one stored event to the write model if it is news to it.
+    pub async fn apply_followed(&self, recorded: &verdict_store::RecordedEvent) {
+        let t = recorded.event_type.as_str();
+        if !(t.starts_with("Experiment") || t == "TrafficChanged" || t == "UserAssigned") {
+            return;
+        }
+        let Ok(event) = codec::decode(recorded) else {
+            return;
+        };
+        match &event {
+            Event::UserAssigned(a) => {
+                let Ok(live) = self.live(&a.experiment_id) else {
+                    return;
+                };
+                let Some(def) = &live.state.definition else {
+                    return;
+                };
+                if let Some(i) = def.variants.iter().position(|v| v.key == a.variant) {
+                    self.assignments
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(a.experiment_id.clone())
+                        .or_default()
+                        .entry(a.user_id.clone())
+                        .or_insert(i as u32);
+                }
+            }
+            e if e.is_lifecycle() => {
+                let id = e.experiment_id().to_owned();
+                let current = self.live(&id).ok();
+                let version = current.as_ref().map_or(0, |l| l.state.version);
+                if recorded.stream_version <= version {
+                    return; // already applied (our own append, or the rebuild)
+                }
+                if recorded.stream_version > version + 1 {
+                    // Missed something: reload the whole stream.
+                    if let Err(err) = self.refresh(&id).await {
+                        tracing::warn!(experiment = %id, error = %err, "command-side follower could not reload");
+                    }
+                    return;
+                }
+                let mut map = self.experiments.write().unwrap_or_else(|e| e.into_inner());
+                let current = map.get(&id).cloned();
+                if current.as_ref().map_or(0, |l| l.state.version) != version {
+                    return; // changed meanwhile by this node's own command: it is current
+                }
+                let state = evolve(
+                    current
+                        .as_ref()
+                        .map(|l| l.state.clone())
+                        .unwrap_or_default(),
+                    e,
+                );
+                let live = match current {
+                    Some(l) => match state.compile() {
+                        Some(router) => Live {
+                            state,
+                            router,
+                            models: l.models.clone(),
+                            shadows: l.shadows.clone(),
+                        },
+                        None => return,
+                    },
+                    None => match self.make_live(state) {
+                        Ok(l) => l,
+                        Err(err) => {
+                            tracing::error!(experiment = %id, error = %err, "experiment's models cannot be loaded");
+                            return;
+                        }
+                    },
+                };
+                map.insert(id, Arc::new(live));
+            }
+            _ => {}
+        }
+    }
+}

@@ -3,8 +3,9 @@
 
   serve_models.py mlflow   DIR   an MLflow model directory (mlflow.sklearn.save_model)
   serve_models.py mlserver DIR HTTP GRPC METRICS   an MLServer repository (settings.json, iris/model-settings.json)
+  serve_models.py bentoml  DIR   DIR/model.joblib for scripts/models/bentoml_service.py
 
-Both write DIR/expected.json: a few input rows and the model's own predictions for them,
+All write DIR/expected.json: a few input rows and the model's own predictions for them,
 which the Rust tests compare with what comes back through verdict's upstream client.
 Run with the interpreter of the venv that has the server installed (scripts/models/integration).
 """
@@ -43,6 +44,10 @@ def main():
         with open(os.path.join(out, "iris", "model-settings.json"), "w") as f:
             json.dump({"name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
                        "parameters": {"uri": "./model.joblib", "version": "v1"}}, f)
+    elif kind == "bentoml":
+        import joblib
+
+        joblib.dump(model, os.path.join(out, "model.joblib"))
     else:
         sys.exit(f"unknown kind {kind}")
     with open(os.path.join(out, "expected.json"), "w") as f:

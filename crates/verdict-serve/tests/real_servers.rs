@@ -1,4 +1,5 @@
-//! verdict-serve against real model servers: an MLflow scoring server and MLServer (V2),
+//! verdict-serve against real model servers: an MLflow scoring server, MLServer (V2) and a
+//! BentoML service,
 //! started by `scripts/models/integration` (which sets the `VERDICT_IT_*` variables and
 //! runs these ignored tests). Success (outputs equal the model's own predictions), a model
 //! error, a timeout, and a server killed mid-run.
@@ -46,10 +47,12 @@ async fn mlflow_scoring_server() {
     };
     assert!(body.contains("error_code"), "{body}");
 
-    // A timeout: pandas alone takes longer than 1 ms.
+    // A timeout: 20,000 rows take MLflow (JSON parsing, pandas, sklearn) well over 1 ms;
+    // a single row can come back within 1 ms on a quiet machine.
+    let big: Vec<&Value> = rows.iter().cycle().take(20_000).collect();
     let fast = r.resolve(&format!("mlflow:{base}#timeout_ms=1")).unwrap();
     assert_eq!(
-        fast.predict("u", &json!({"features": rows[0]}))
+        fast.predict("u", &json!({ "features": big }))
             .await
             .unwrap_err(),
         ModelError::Timeout(1)
@@ -120,6 +123,105 @@ async fn mlserver_v2_then_killed_mid_run() {
     }
     assert!(kinds[..10].iter().all(|k| *k == "ok"), "{kinds:?}");
     // After the kill: connection errors until the breaker opens, then fast refusals.
+    assert_eq!(kinds[10..13], ["connection"; 3], "{kinds:?}");
+    assert!(kinds[13..].iter().all(|k| *k == "overloaded"), "{kinds:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a real BentoML server: scripts/models/integration"]
+async fn bentoml_service_then_killed_mid_run() {
+    let base = var("VERDICT_IT_BENTOML");
+    let (rows, predictions) = expected("VERDICT_IT_BENTOML_EXPECTED");
+    let r = Registry::default();
+    let uri =
+        format!("bentoml:{base}/predict#timeout_ms=2000&breaker_failures=3&breaker_open_ms=60000");
+    let m = r.resolve(&uri).unwrap();
+
+    // Success: the API method's parameters are the body's keys; the answer is its return value.
+    for (row, want) in rows.iter().zip(&predictions) {
+        let p = m.predict("u", &json!({ "features": [row] })).await.unwrap();
+        assert_eq!(p.output, json!([want]), "row {row}");
+        assert_eq!(p.model_version, "bentoml:/predict");
+    }
+    let p = m.predict("u", &json!({ "features": rows })).await.unwrap();
+    assert_eq!(p.output, json!(predictions));
+
+    // A model error: scikit-learn raises on three features; BentoML answers 500 and hides
+    // the exception behind a generic message (the traceback goes to its log).
+    let e = m
+        .predict("u", &json!({"features": [[1.0, 2.0, 3.0]]}))
+        .await
+        .unwrap_err();
+    let ModelError::Upstream5xx { status: 500, body } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(body.contains("unexpected error"), "{body}");
+    // Input the API's signature refuses: 400 with pydantic's explanation.
+    let e = m
+        .predict("u", &json!({"features": [["a"]]}))
+        .await
+        .unwrap_err();
+    let ModelError::Upstream4xx { status: 400, body } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(body.contains("validation error"), "{body}");
+    // A wrong endpoint.
+    let e = r
+        .resolve(&format!("bentoml:{base}/nope"))
+        .unwrap()
+        .predict("u", &json!({"features": [rows[0]]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), "upstream_4xx", "{e:?}");
+
+    // A timeout: the service sleeps 500 ms on request, the model allows 100.
+    let slow = r
+        .resolve(&format!("bentoml:{base}/predict#timeout_ms=100"))
+        .unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        slow.predict("u", &json!({"features": [rows[0]], "sleep_ms": 500}))
+            .await
+            .unwrap_err(),
+        ModelError::Timeout(100)
+    );
+    assert!(start.elapsed() < Duration::from_millis(400));
+    // The server is unharmed.
+    assert!(m
+        .predict("u", &json!({"features": [rows[0]]}))
+        .await
+        .is_ok());
+
+    // Killed mid-run: a stream of requests; the server (arbiter and workers) gets SIGKILL
+    // after 10.
+    let pids = var("VERDICT_IT_BENTOML_PIDS");
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert!(
+        pids.len() >= 2,
+        "expected the arbiter and a worker: {pids:?}"
+    );
+    let mut kinds = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            let status = std::process::Command::new("kill")
+                .arg("-9")
+                .args(&pids)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let start = Instant::now();
+        let result = m
+            .predict("u", &json!({"features": [rows[i % rows.len()]]}))
+            .await;
+        assert!(
+            start.elapsed() < Duration::from_millis(2500),
+            "request {i} hung"
+        );
+        kinds.push(result.map_or_else(|e| e.kind(), |_| "ok"));
+    }
+    assert!(kinds[..10].iter().all(|k| *k == "ok"), "{kinds:?}");
     assert_eq!(kinds[10..13], ["connection"; 3], "{kinds:?}");
     assert!(kinds[13..].iter().all(|k| *k == "overloaded"), "{kinds:?}");
 }

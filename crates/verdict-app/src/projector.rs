@@ -118,6 +118,19 @@ impl Projections {
         self.position.send_replace(last.position);
     }
 
+    /// Changes the model with `f` and moves its position to `position` under one write
+    /// lock: for followers of a read model kept elsewhere (PostgreSQL), which load the
+    /// rows that changed up to a checkpoint instead of applying events. The position
+    /// never moves backwards.
+    pub async fn update(&self, position: u64, f: impl FnOnce(&mut ReadModel)) {
+        let mut model = self.model.write().await;
+        f(&mut model);
+        model.position = model.position.max(position);
+        let reached = model.position;
+        drop(model);
+        self.position.send_replace(reached);
+    }
+
     /// Saves the model and its checkpoint atomically (temp file, fsync, rename).
     pub async fn save(&self) -> Result<(), ProjectionError> {
         let Some(path) = &self.snapshot else {

@@ -1,11 +1,19 @@
 //! verdict's HTTP server: routes, auth, OpenAPI, and the one place a backend is chosen.
 //!
-//! [`start`] opens the embedded log in the data directory, loads the projections'
-//! snapshot, rebuilds the command side, starts the projector and serves the API on a
-//! listener; [`Server::shutdown`] stops accepting, drains requests, saves a final
+//! [`start`] opens the store [`ServerConfig::store`] names (the embedded log in the data
+//! directory by default, or PostgreSQL or JetStream, see [`backend`]), loads the
+//! projections' snapshot, rebuilds the command side, starts the projector and serves the
+//! API on a listener; [`Server::shutdown`] stops accepting, drains requests, saves a final
 //! checkpoint and closes the store.
 //!
+//! With [`ServerConfig::read_models`] set, the node is one of several: it neither projects
+//! nor runs monitors (a `verdict project` process does), its queries answer from the
+//! PostgreSQL read-model tables through a follower
+//! ([`verdict_readmodel_postgres::follow`]), and its command side follows the shared
+//! store's tail ([`ServerConfig::follow_store`]).
+//!
 //! - [`api`]: the route table, handlers and the generated OpenAPI document.
+//! - [`backend`]: the `--store` URL and the backend it opens.
 //! - [`auth`]: API keys with roles.
 //! - [`dashboard`]: the HTML dashboard with server-drawn SVG charts.
 //! - [`error`]: HTTP error mapping.
@@ -15,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
@@ -58,6 +67,16 @@ pub struct ServerConfig {
     /// `verdict_store_log::LogOptions::spin_during_sync` — on VMs whose idle vCPUs halt,
     /// it turns ~4 ms fsync completions into ~0.2 ms.
     pub fsync_spin: Duration,
+    /// The event store (default: the embedded log in `data_dir`).
+    pub store: backend::StoreUrl,
+    /// Read the projections from these PostgreSQL read-model tables instead of projecting
+    /// (a `verdict project` process writes them); no monitors run on this node.
+    pub read_models: Option<verdict_readmodel_postgres::ReadModelOptions>,
+    /// Follow the store's tail on the command side (other nodes append to it too); on by
+    /// default for shared stores.
+    pub follow_store: bool,
+    /// How often the read-model follower polls the checkpoint.
+    pub read_model_poll: Duration,
 }
 
 impl ServerConfig {
@@ -74,6 +93,10 @@ impl ServerConfig {
             webhooks: Vec::new(),
             webhook_backoff: webhooks::Backoff::default(),
             fsync_spin: Duration::ZERO,
+            store: backend::StoreUrl::Log(None),
+            read_models: None,
+            follow_store: false,
+            read_model_poll: Duration::from_millis(50),
         }
     }
 }
@@ -81,6 +104,12 @@ impl ServerConfig {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The event store could not be opened.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    /// The read models could not be loaded.
+    #[error(transparent)]
+    ReadModels(#[from] verdict_readmodel_postgres::ReadModelError),
     /// The event log could not be opened.
     #[error("opening the event log in {path}: {message}")]
     Store {
@@ -170,27 +199,23 @@ pub struct Server {
     projector: tokio::task::JoinHandle<Result<(), verdict_app::projector::ProjectionError>>,
     monitors: tokio::task::JoinHandle<()>,
     deliveries: tokio::task::JoinHandle<()>,
+    follower: Option<tokio::task::JoinHandle<()>>,
     store: Arc<dyn EventStore>,
     /// Handler state (for in-process callers such as the demo).
     pub state: AppState,
 }
 
-/// Opens the embedded log in `config.data_dir` and serves on `listener`.
+/// Opens the store `config.store` names (by default the embedded log in
+/// `config.data_dir`) and serves on `listener`.
 pub async fn start(
     config: ServerConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<Server, ServerError> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let dir = verdict_store_log::log_dir(&config.data_dir);
-    let options = verdict_store_log::LogOptions {
-        spin_during_sync: config.fsync_spin,
-        ..verdict_store_log::LogOptions::default()
-    };
-    let log = verdict_store_log::LogStore::open(&dir, options).map_err(|e| ServerError::Store {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
-    let store: Arc<dyn EventStore> = Arc::new(log);
+    let store = config
+        .store
+        .open(&config.data_dir, config.fsync_spin)
+        .await?;
     start_with_store(config, store, listener).await
 }
 
@@ -200,8 +225,19 @@ pub async fn start_with_store(
     store: Arc<dyn EventStore>,
     listener: tokio::net::TcpListener,
 ) -> Result<Server, ServerError> {
-    let snapshot = config.data_dir.join("projections.json");
-    let projections = Projections::load(&snapshot)?;
+    let projections = match &config.read_models {
+        Some(options) => {
+            let mut reader = verdict_readmodel_postgres::Reader::connect(options).await?;
+            verdict_readmodel_postgres::load_projections(&mut reader).await?
+        }
+        None => Projections::load(&config.data_dir.join("projections.json"))?,
+    };
+    // The command side rebuilds from the log up to at least this head; its follower
+    // (shared stores) goes on from there.
+    let rebuilt_from = store
+        .head()
+        .await
+        .map_err(|e| ServerError::App(verdict_app::AppError::Unavailable(e.to_string())))?;
     let state = AppState::new(
         store.clone(),
         projections.clone(),
@@ -210,26 +246,50 @@ pub async fn start_with_store(
     )
     .await?;
     let (shutdown, rx) = watch::channel(false);
-    let projector = tokio::spawn(projector::run(
-        store.clone(),
-        projections.clone(),
-        config.checkpoint,
-        rx.clone(),
-    ));
-    let runner = Arc::new(MonitorRunner::new(
-        state.commands.clone(),
-        projections,
-        Arc::new(SystemClock),
-    ));
-    let monitors =
-        tokio::spawn(runner.run(config.monitor_every, Duration::from_millis(200), rx.clone()));
-    let deliveries = tokio::spawn(webhooks::run(
-        state.store.clone(),
-        config.webhooks.clone(),
-        config.data_dir.clone(),
-        config.webhook_backoff,
-        rx.clone(),
-    ));
+    let follower = (config.follow_store || config.read_models.is_some())
+        .then(|| tokio::spawn(state.commands.clone().follow(rebuilt_from + 1, rx.clone())));
+    let (projector, monitors, deliveries) = match &config.read_models {
+        Some(options) => {
+            // Another process projects, runs the monitors and delivers webhooks.
+            let follow = verdict_readmodel_postgres::follow(
+                options.clone(),
+                projections.clone(),
+                config.read_model_poll,
+                rx.clone(),
+            );
+            let projector = tokio::spawn(async move {
+                follow.await;
+                Ok(())
+            });
+            (projector, tokio::spawn(async {}), tokio::spawn(async {}))
+        }
+        None => {
+            let projector = tokio::spawn(projector::run(
+                store.clone(),
+                projections.clone(),
+                config.checkpoint,
+                rx.clone(),
+            ));
+            let runner = Arc::new(MonitorRunner::new(
+                state.commands.clone(),
+                projections,
+                Arc::new(SystemClock),
+            ));
+            let monitors = tokio::spawn(runner.run(
+                config.monitor_every,
+                Duration::from_millis(200),
+                rx.clone(),
+            ));
+            let deliveries = tokio::spawn(webhooks::run(
+                state.store.clone(),
+                config.webhooks.clone(),
+                config.data_dir.clone(),
+                config.webhook_backoff,
+                rx.clone(),
+            ));
+            (projector, monitors, deliveries)
+        }
+    };
     let app =
         api::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(config.body_limit));
     let addr = listener.local_addr()?;
@@ -248,6 +308,7 @@ pub async fn start_with_store(
         projector,
         monitors,
         deliveries,
+        follower,
         store,
         state,
     })
@@ -272,6 +333,9 @@ impl Server {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let _ = self.monitors.await;
         let _ = self.deliveries.await;
+        if let Some(follower) = self.follower {
+            let _ = follower.await;
+        }
         let projected = self
             .projector
             .await

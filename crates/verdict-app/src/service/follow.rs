@@ -26,7 +26,7 @@ impl CommandService {
                 Err(e) => {
                     tracing::warn!(error = %e, "command-side follower: subscribing again");
                     tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => return,
+                        _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
                         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
                     }
                 }
@@ -34,7 +34,7 @@ impl CommandService {
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
                     event = sub.next() => match event {
                         Some(Ok(r)) => {
                             next = r.position + 1;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod analyze;
 mod assign;
 mod demo;
+mod project;
 mod replay;
 mod results;
 mod serve;
@@ -27,14 +28,18 @@ enum Command {
     Analyze(analyze::Args),
     /// Check or repair the embedded event log (offline).
     Store(store::Args),
-    /// Serve the API, projections and dashboard on the embedded log.
+    /// Serve the API, projections and dashboard (embedded log, PostgreSQL or JetStream).
     Serve(serve::Args),
     /// Run a whole experiment on simulated traffic through the real server.
     Demo(demo::Args),
     /// Print an experiment's results from a running server.
     Results(results::Args),
-    /// Rebuild the projections from the log (server stopped).
+    /// Rebuild the projections from the log (server stopped), or print one experiment's
+    /// results computed from a fresh replay of any store.
     Replay(replay::Args),
+    /// Run the projector and monitors as their own process, into PostgreSQL read models
+    /// (one active at a time; others stand by).
+    Project(project::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -47,13 +52,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Results(args) => results::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Project(args) => project::run(args),
     }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info` for verdict's crates).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,verdict=info,verdict_server=info,verdict_app=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,verdict=info,verdict_server=info,verdict_app=info,verdict_readmodel_postgres=info",
+        )
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,5 +1,10 @@
 //! `verdict replay`: rebuilds the projections from position zero, with a progress bar
 //! and the rate, and replaces the snapshot atomically. Run it with the server stopped.
+//!
+//! With `--store URL` it reads a shared store (PostgreSQL, JetStream) instead of the
+//! embedded log, which may be live; `--results ID` prints that experiment's `/results`
+//! JSON computed from the fresh replay (and writes no snapshot): the reference the
+//! cluster test compares a serving node's answer with.
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,17 +21,41 @@ pub struct Args {
     /// Data directory of the server.
     #[arg(long, env = "VERDICT_DATA_DIR", default_value = "verdict-data")]
     pub data_dir: PathBuf,
+    /// Event store URL (`postgres://...`, `nats://...`); default the embedded log.
+    #[arg(long, env = "VERDICT_STORE")]
+    pub store: Option<String>,
+    /// Print this experiment's results (JSON) from the replay instead of saving a snapshot.
+    #[arg(long)]
+    pub results: Option<String>,
 }
 
 /// Runs `verdict replay`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let dir = verdict_store_log::log_dir(&args.data_dir);
-        let log = verdict_store_log::LogStore::open(&dir, verdict_store_log::LogOptions::default())
-            .with_context(|| format!("opening {} (is a server running on it?)", dir.display()))?;
-        let store: Arc<dyn EventStore> = Arc::new(log);
-        let bar = ProgressBar::new(0);
+        let store: Arc<dyn EventStore> = match &args.store {
+            Some(url) => {
+                verdict_server::backend::StoreUrl::parse(url)?
+                    .open(&args.data_dir, std::time::Duration::ZERO)
+                    .await?
+            }
+            None => {
+                let dir = verdict_store_log::log_dir(&args.data_dir);
+                let log = verdict_store_log::LogStore::open(
+                    &dir,
+                    verdict_store_log::LogOptions::default(),
+                )
+                .with_context(|| {
+                    format!("opening {} (is a server running on it?)", dir.display())
+                })?;
+                Arc::new(log)
+            }
+        };
+        let bar = if args.results.is_some() {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
         bar.set_style(
             ProgressStyle::with_template(
                 "replaying {bar:40} {pos}/{len} events {per_sec} eta {eta}",
@@ -42,6 +71,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
         let elapsed = started.elapsed().as_secs_f64();
         let events = model.position;
+        if let Some(id) = &args.results {
+            let results = verdict_app::queries::results(&model, id)?;
+            store.close().await?;
+            println!("{}", serde_json::to_string_pretty(&results)?);
+            return anyhow::Ok(ExitCode::SUCCESS);
+        }
         let snapshot = args.data_dir.join("projections.json");
         let projections = Projections::new(model, Some(snapshot.clone()));
         projections.save().await?;

@@ -1,4 +1,7 @@
-//! `verdict serve`: the whole system in one process on the embedded log.
+//! `verdict serve`: the whole system in one process on the embedded log, or one of
+//! several stateless nodes on a shared store (`--store postgres://...|nats://...`) whose
+//! queries read PostgreSQL read models written by `verdict project`
+//! (`--read-models postgres://...`).
 //!
 //! Configuration comes in layers: `verdict.toml` (or `--config`), then `VERDICT_*`
 //! environment variables, then flags; the later wins.
@@ -31,6 +34,14 @@ pub struct Args {
     /// notice I/O completions late; 0 = off).
     #[arg(long, env = "VERDICT_FSYNC_SPIN_MS")]
     pub fsync_spin_ms: Option<u64>,
+    /// Event store URL: `postgres://...`, `nats://h1:4222,h2:4222?replicas=3`, or `log:[DIR]`
+    /// (default: the embedded log in the data directory).
+    #[arg(long, env = "VERDICT_STORE")]
+    pub store: Option<String>,
+    /// PostgreSQL read models written by `verdict project` (`postgres://...[?schema=verdict_rm]`):
+    /// this node then neither projects nor runs monitors, and answers queries from them.
+    #[arg(long, env = "VERDICT_READ_MODELS")]
+    pub read_models: Option<String>,
     /// Allow listening beyond loopback without API keys.
     #[arg(long, env = "VERDICT_ALLOW_PUBLIC")]
     pub allow_public: bool,
@@ -52,22 +63,52 @@ pub struct FileConfig {
     #[serde(default)]
     webhooks: Vec<String>,
     fsync_spin_ms: Option<u64>,
+    store: Option<String>,
+    read_models: Option<String>,
 }
 
-/// The validated configuration: where to listen and how to serve.
-pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
-    let path = args.config.clone().or_else(|| {
+/// Reads `verdict.toml` (or `config`), empty when there is none.
+pub fn file_config(config: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
+    let path = config.cloned().or_else(|| {
         let default = PathBuf::from("verdict.toml");
         default.exists().then_some(default)
     });
-    let file: FileConfig = match &path {
+    Ok(match &path {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
         }
         None => FileConfig::default(),
-    };
+    })
+}
+
+impl FileConfig {
+    /// `store = "..."`.
+    pub fn store(&self) -> Option<&str> {
+        self.store.as_deref()
+    }
+    /// `read_models = "..."`.
+    pub fn read_models(&self) -> Option<&str> {
+        self.read_models.as_deref()
+    }
+    /// `data_dir = "..."`.
+    pub fn data_dir(&self) -> Option<&PathBuf> {
+        self.data_dir.as_ref()
+    }
+    /// `[models]`.
+    pub fn models(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.models.iter()
+    }
+    /// `webhooks = [...]`.
+    pub fn webhooks(&self) -> &[String] {
+        &self.webhooks
+    }
+}
+
+/// The validated configuration: where to listen and how to serve.
+pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
+    let file = file_config(args.config.as_ref())?;
     let data_dir = args
         .data_dir
         .clone()
@@ -88,6 +129,18 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
     if let Some(ms) = file.query_wait_ms {
         config.query_wait = Duration::from_millis(ms);
     }
+    if let Some(url) = args.store.clone().or(file.store) {
+        config.store = verdict_server::backend::StoreUrl::parse(&url)?;
+        config.follow_store = config.store.is_shared();
+    }
+    if let Some(url) = args.read_models.clone().or(file.read_models) {
+        if !config.store.is_shared() {
+            bail!("--read-models needs a shared --store (postgres://... or nats://...): a `verdict project` process must read the same events");
+        }
+        config.read_models = Some(
+            verdict_readmodel_postgres::ReadModelOptions::parse(&url).context("--read-models")?,
+        );
+    }
     config.api_keys = file.api_keys;
     config.webhooks = file.webhooks;
     if let Some(ms) = args.fsync_spin_ms.or(file.fsync_spin_ms) {
@@ -97,7 +150,7 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
     Ok((listen, config))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -128,12 +181,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {listen}"))?;
         let data_dir = config.data_dir.clone();
+        let backend = config.store.backend();
+        let read_models = config.read_models.is_some();
         let server = verdict_server::start(config, listener).await?;
-        tracing::info!(addr = %server.addr, data_dir = %data_dir.display(), "verdict serving");
+        tracing::info!(addr = %server.addr, data_dir = %data_dir.display(), backend, read_models, "verdict serving");
         eprintln!(
-            "verdict serving on http://{} (data in {})",
+            "verdict serving on http://{} (store: {backend}; data in {}{})",
             server.addr,
-            data_dir.display()
+            data_dir.display(),
+            if read_models { "; queries from PostgreSQL read models" } else { "" }
         );
         shutdown_signal().await;
         eprintln!("verdict: shutting down (flushing and checkpointing)");

@@ -83,6 +83,9 @@ pub const MAX_ATOMIC_BATCH: usize = 1000;
 
 /// JetStream API error: the expected last subject sequence did not match.
 const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// The same, as atomic batch commits (and newer servers) report it ("wrong last sequence"
+/// without the number).
+const ERR_WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
 /// JetStream API error: the stream does not exist.
 const ERR_STREAM_NOT_FOUND: u64 = 10059;
 /// JetStream API error: an atomic batch contains a message id already stored.
@@ -753,7 +756,10 @@ impl EventStore for NatsStore {
                     return inner.resolve_duplicate(stream, &events, Some(seq)).await
                 }
                 // Someone appended to the stream since we read it: read again and re-check.
-                Err(NatsError::Api { err_code, .. }) if err_code == ERR_WRONG_LAST_SEQUENCE => {
+                Err(NatsError::Api { err_code, .. })
+                    if err_code == ERR_WRONG_LAST_SEQUENCE
+                        || err_code == ERR_WRONG_LAST_SEQUENCE_CONSTANT =>
+                {
                     continue
                 }
                 Err(NatsError::Api { err_code, .. }) if err_code == ERR_BATCH_DUPLICATE_MSG_ID => {

@@ -22,7 +22,7 @@ pub fn encode(
         event_id,
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
-        payload: Bytes::from(serde_json::to_vec(&event.encode_data()).unwrap_or_default()),
+        payload: Bytes::from(event.encode_data_vec()),
         metadata: if metadata == &Metadata::default() {
             Bytes::new()
         } else {

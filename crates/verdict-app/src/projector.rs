@@ -102,18 +102,7 @@ impl Projections {
     pub async fn apply(&self, events: &[RecordedEvent]) {
         let Some(last) = events.last() else { return };
         let mut model = self.model.write().await;
-        for e in events {
-            if let Err(err) = model.apply_stored(
-                e.position,
-                e.recorded_at,
-                &e.event_type,
-                e.schema_version,
-                &e.payload,
-            ) {
-                tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
-                model.skip_undecodable(e.position);
-            }
-        }
+        apply_page(&mut model, events);
         drop(model);
         self.position.send_replace(last.position);
     }
@@ -150,6 +139,22 @@ impl Projections {
                 path: PathBuf::new(),
                 source: std::io::Error::other(e),
             })?
+    }
+}
+
+/// Applies stored events to `model`, skipping (and counting) undecodable ones.
+fn apply_page(model: &mut ReadModel, events: &[RecordedEvent]) {
+    for e in events {
+        if let Err(err) = model.apply_stored(
+            e.position,
+            e.recorded_at,
+            &e.event_type,
+            e.schema_version,
+            &e.payload,
+        ) {
+            tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
+            model.skip_undecodable(e.position);
+        }
     }
 }
 
@@ -242,15 +247,37 @@ pub async fn replay(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<ReadModel, ProjectionError> {
     let head = store.head().await?;
-    let projections = Projections::new(ReadModel::default(), None);
-    let mut from = 1;
-    while from <= head {
-        let page = store.read_all(from, 8192).await?;
-        let Some(last) = page.last() else { break };
-        from = last.position + 1;
-        projections.apply(&page).await;
-        progress(last.position.min(head), head);
-    }
-    let model = projections.model.read().await.clone();
+    let mut model = ReadModel::default();
+    // Read ahead: the next pages are read and checked (on the store's threads) while this
+    // one is applied, so reading and projecting overlap on two cores.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RecordedEvent>, StoreError>>(4);
+    let reader = async move {
+        let mut from = 1;
+        while from <= head {
+            let page = store.read_all(from, 8192).await;
+            let next = match &page {
+                Ok(p) => p.last().map(|e| e.position + 1),
+                Err(_) => None,
+            };
+            if tx.send(page).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => from = n,
+                None => return,
+            }
+        }
+    };
+    let applier = async {
+        while let Some(page) = rx.recv().await {
+            let page = page?;
+            let Some(last) = page.last() else { break };
+            apply_page(&mut model, &page);
+            progress(last.position.min(head), head);
+        }
+        Ok::<(), ProjectionError>(())
+    };
+    let ((), applied) = tokio::join!(reader, applier);
+    applied?;
     Ok(model)
 }

@@ -534,7 +534,13 @@ impl CommandService {
     /// Claims the first exposure of `user_id`; false if someone else already did.
     fn claim(&self, experiment_id: &str, user_id: &str, variant: usize) -> bool {
         let mut map = self.assignments.lock().unwrap_or_else(|e| e.into_inner());
-        let users = map.entry(experiment_id.to_owned()).or_default();
+        // Look up before `entry`, which would allocate the key on every call.
+        if !map.contains_key(experiment_id) {
+            map.insert(experiment_id.to_owned(), HashMap::new());
+        }
+        let Some(users) = map.get_mut(experiment_id) else {
+            return false;
+        };
         if users.contains_key(user_id) {
             return false;
         }

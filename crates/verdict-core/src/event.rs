@@ -404,7 +404,29 @@ impl Event {
         }
     }
 
-    /// Encodes the data (without the type tag) for storage.
+    /// Encodes the data (without the type tag) for storage, as JSON bytes.
+    pub fn encode_data_vec(&self) -> Vec<u8> {
+        // Straight from the payload struct: the bytes `encode_data` would give, without
+        // building a `Value` tree first (this runs for every event the server writes).
+        let bytes = match self {
+            Event::ExperimentCreated(d) => serde_json::to_vec(d),
+            Event::ExperimentStarted(d)
+            | Event::ExperimentPaused(d)
+            | Event::ExperimentResumed(d) => serde_json::to_vec(d),
+            Event::TrafficChanged(d) => serde_json::to_vec(d),
+            Event::ExperimentStopped(d) => serde_json::to_vec(d),
+            Event::UserAssigned(d) => serde_json::to_vec(d),
+            Event::PredictionMade(d) => serde_json::to_vec(d),
+            Event::PredictionFailed(d) => serde_json::to_vec(d),
+            Event::UserInteracted(d) => serde_json::to_vec(d),
+            Event::ConversionRecorded(d) => serde_json::to_vec(d),
+            Event::AlertRaised(d) => serde_json::to_vec(d),
+            Event::AlertResolved(d) => serde_json::to_vec(d),
+        };
+        bytes.unwrap_or_default()
+    }
+
+    /// The event's data (the payload stored), as JSON.
     pub fn encode_data(&self) -> Value {
         match serde_json::to_value(self) {
             Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),

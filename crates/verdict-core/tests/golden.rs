@@ -256,3 +256,15 @@ fn the_v1_experiment_created_upcasts_to_what_the_api_would_create() {
     assert_eq!(c.definition, via_api);
     assert_eq!(c.definition.variants[1].model, "rec-v2");
 }
+
+#[test]
+fn the_direct_encoding_equals_the_value_encoding() {
+    for e in samples() {
+        assert_eq!(
+            String::from_utf8(e.encode_data_vec()).unwrap(),
+            serde_json::to_string(&e.encode_data()).unwrap(),
+            "{}",
+            e.event_type()
+        );
+    }
+}

@@ -7,6 +7,10 @@ mod cmd;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: requests allocate on one thread and free on another.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     match cmd::run(cli) {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod analyze;
 mod assign;
+mod bench;
 mod demo;
 mod project;
 mod replay;
@@ -40,6 +41,8 @@ enum Command {
     /// Run the projector and monitors as their own process, into PostgreSQL read models
     /// (one active at a time; others stand by).
     Project(project::Args),
+    /// Benchmark workloads (e.g. a ten-million-event log for `verdict replay`).
+    Bench(bench::Args),
 }
 
 /// Runs the parsed command line; `Ok` carries the process exit code.
@@ -53,15 +56,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Results(args) => results::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Project(args) => project::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info` for verdict's crates).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "warn,verdict=info,verdict_server=info,verdict_app=info,verdict_readmodel_postgres=info",
-        )
+        tracing_subscriber::EnvFilter::new("warn,verdict=info,verdict_server=info,verdict_app=info,verdict_readmodel_postgres=info")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -34,20 +34,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let store: Arc<dyn EventStore> = match &args.store {
-            Some(url) => {
-                verdict_server::backend::StoreUrl::parse(url)?
-                    .open(&args.data_dir, std::time::Duration::ZERO)
-                    .await?
-            }
+            Some(url) => verdict_server::backend::StoreUrl::parse(url)?
+                .open(&args.data_dir, std::time::Duration::ZERO)
+                .await?,
             None => {
                 let dir = verdict_store_log::log_dir(&args.data_dir);
                 let log = verdict_store_log::LogStore::open(
                     &dir,
                     verdict_store_log::LogOptions::default(),
                 )
-                .with_context(|| {
-                    format!("opening {} (is a server running on it?)", dir.display())
-                })?;
+                .with_context(|| format!("opening {} (is a server running on it?)", dir.display()))?;
                 Arc::new(log)
             }
         };
@@ -82,10 +78,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         projections.save().await?;
         store.close().await?;
         println!(
-            "replayed {events} events in {elapsed:.2}s ({:.0} events/s); snapshot {}",
+            "replayed {events} events in {elapsed:.2}s ({:.0} events/s); peak memory {}; snapshot {}",
             events as f64 / elapsed.max(1e-9),
+            peak_memory().unwrap_or_else(|| "unknown".into()),
             snapshot.display()
         );
         anyhow::Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The process's peak resident set (Linux `VmHWM`), e.g. `812 MiB`.
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(format!("{} MiB", kib / 1024))
 }

@@ -5,7 +5,7 @@
 //! disagree: a restart loads the snapshot and resumes at `position + 1` without double
 //! counting. Queries wait on [`Projections::wait_for`] to read their own writes.
 
-use crate::readmodel::ReadModel;
+use crate::readmodel::{Prepared, ReadModel};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,9 @@ pub enum ProjectionError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A replay thread could not be started.
+    #[error("starting a replay thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The shared read model and the position it has reached.
@@ -248,36 +251,62 @@ pub async fn replay(
 ) -> Result<ReadModel, ProjectionError> {
     let head = store.head().await?;
     let mut model = ReadModel::default();
-    // Read ahead: the next pages are read and checked (on the store's threads) while this
-    // one is applied, so reading and projecting overlap on two cores.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<RecordedEvent>, StoreError>>(4);
+    // A pipeline over pages: the store reads ahead (its own threads), PARSERS threads parse
+    // pages round-robin (JSON parsing is most of a replay's work), and this task applies
+    // them in position order — the only part that must be sequential.
+    const PARSERS: usize = 2;
+    let mut to_parsers = Vec::with_capacity(PARSERS);
+    let mut from_parsers = Vec::with_capacity(PARSERS);
+    for i in 0..PARSERS {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(2);
+        let (ptx, prx) = tokio::sync::mpsc::channel::<(Vec<RecordedEvent>, Vec<Prepared>)>(2);
+        std::thread::Builder::new()
+            .name(format!("verdict-replay-{i}"))
+            .spawn(move || {
+                while let Some(page) = rx.blocking_recv() {
+                    let prepared = page
+                        .iter()
+                        .map(|e| Prepared::of_stored(&e.event_type, e.schema_version, &e.payload))
+                        .collect();
+                    if ptx.blocking_send((page, prepared)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(ProjectionError::Thread)?;
+        to_parsers.push(tx);
+        from_parsers.push(prx);
+    }
     let reader = async move {
         let mut from = 1;
+        let mut k = 0;
         while from <= head {
-            let page = store.read_all(from, 8192).await;
-            let next = match &page {
-                Ok(p) => p.last().map(|e| e.position + 1),
-                Err(_) => None,
-            };
-            if tx.send(page).await.is_err() {
-                return;
+            let page = store.read_all(from, 8192).await?;
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            if to_parsers[k % PARSERS].send(page).await.is_err() {
+                break;
             }
-            match next {
-                Some(n) => from = n,
-                None => return,
-            }
+            k += 1;
         }
+        Ok::<(), StoreError>(())
     };
     let applier = async {
-        while let Some(page) = rx.recv().await {
-            let page = page?;
-            let Some(last) = page.last() else { break };
-            apply_page(&mut model, &page);
-            progress(last.position.min(head), head);
+        let mut k = 0;
+        while let Some((page, prepared)) = from_parsers[k % PARSERS].recv().await {
+            k += 1;
+            for (e, p) in page.iter().zip(prepared) {
+                if let Err(err) = model.apply_prepared(e.position, e.recorded_at, p) {
+                    tracing::warn!(position = e.position, error = %err, "skipping undecodable event");
+                    model.skip_undecodable(e.position);
+                }
+            }
+            if let Some(last) = page.last() {
+                progress(last.position.min(head), head);
+            }
         }
-        Ok::<(), ProjectionError>(())
     };
-    let ((), applied) = tokio::join!(reader, applier);
-    applied?;
+    let (read, ()) = tokio::join!(reader, applier);
+    read?;
     Ok(model)
 }

@@ -284,6 +284,20 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The same fields, owning their strings.
+    pub fn into_owned(self) -> Fields<'static> {
+        use std::borrow::Cow;
+        Fields {
+            experiment_id: Cow::Owned(self.experiment_id.into_owned()),
+            user_id: Cow::Owned(self.user_id.into_owned()),
+            variant: self.variant.map(|v| Cow::Owned(v.into_owned())),
+            latency_ms: self.latency_ms,
+            shadow: self.shadow,
+            comparison: self.comparison,
+            amount: self.amount,
+        }
+    }
+
     fn of_assigned(e: &'a verdict_core::event::UserAssigned) -> Self {
         Self {
             experiment_id: e.experiment_id.as_str().into(),
@@ -458,6 +472,38 @@ impl ExperimentView {
     }
 }
 
+/// A stored event parsed without the read model, so parsing can run on other threads
+/// than applying ([`ReadModel::apply_prepared`]).
+#[derive(Debug)]
+pub enum Prepared {
+    /// A current traffic event: only the fields the read model uses.
+    Traffic(Traffic, Fields<'static>),
+    /// Any other event (rare), decoded (and upcast) in full; boxed to keep pages small.
+    Event(Box<Event>),
+    /// An event that cannot be decoded.
+    Bad(verdict_core::event::DecodeError),
+}
+
+impl Prepared {
+    /// Parses a stored event the way [`ReadModel::apply_stored`] would.
+    pub fn of_stored(event_type: &str, schema_version: u32, payload: &[u8]) -> Self {
+        if let Some(kind) = Traffic::of(event_type).filter(|_| schema_version == 1) {
+            return match serde_json::from_slice::<Fields<'_>>(payload) {
+                Ok(f) => Prepared::Traffic(kind, f.into_owned()),
+                Err(e) => Prepared::Bad(verdict_core::event::DecodeError::Malformed {
+                    event_type: event_type.to_owned(),
+                    version: schema_version,
+                    message: e.to_string(),
+                }),
+            };
+        }
+        match Event::decode_slice(event_type, schema_version, payload) {
+            Ok(e) => Prepared::Event(Box::new(e)),
+            Err(e) => Prepared::Bad(e),
+        }
+    }
+}
+
 /// All read models, with the position they reflect.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadModel {
@@ -576,6 +622,34 @@ impl ReadModel {
         let event = Event::decode_slice(event_type, schema_version, payload)?;
         self.apply(position, at, &event);
         Ok(())
+    }
+
+    /// Applies an event parsed ahead by [`Prepared::of_stored`] (replay parses on other
+    /// threads and applies here, in position order). Same effect as [`Self::apply_stored`].
+    pub fn apply_prepared(
+        &mut self,
+        position: u64,
+        at: i64,
+        prepared: Prepared,
+    ) -> Result<(), verdict_core::event::DecodeError> {
+        if position <= self.position {
+            return Ok(());
+        }
+        match prepared {
+            Prepared::Traffic(kind, f) => {
+                self.position = position;
+                if let Some(view) = self.experiments.get_mut(f.experiment_id.as_ref()) {
+                    view.last_event_at = view.last_event_at.max(at);
+                    view.apply_traffic(kind, &f, at);
+                }
+                Ok(())
+            }
+            Prepared::Event(event) => {
+                self.apply(position, at, &event);
+                Ok(())
+            }
+            Prepared::Bad(e) => Err(e),
+        }
     }
 
     /// Counts an event that could not be decoded, and moves past it.

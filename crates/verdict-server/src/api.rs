@@ -934,7 +934,9 @@ async fn prometheus(State(s): State<AppState>) -> ApiResult {
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let text = {
         let model = s.projections.read().await;
-        crate::metrics::render(&model, head, &s.store_stats)
+        let mut text = crate::metrics::render(&model, head, &s.store_stats);
+        crate::metrics::shadow_dropped(&mut text, s.commands.shadow_dropped());
+        text
     };
     Ok((
         [(

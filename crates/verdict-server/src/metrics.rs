@@ -114,6 +114,17 @@ fn shadow_metrics(out: &mut String, model: &ReadModel) {
     }
 }
 
+/// Mirrors the command side dropped because its shadow budget was full.
+pub fn shadow_dropped(out: &mut String, dropped: u64) {
+    header(
+        out,
+        "verdict_shadow_dropped_total",
+        "counter",
+        "Shadow calls skipped because too many were in flight (the request path never waits).",
+    );
+    let _ = writeln!(out, "verdict_shadow_dropped_total {dropped}");
+}
+
 /// Renders every metric.
 pub fn render(model: &ReadModel, head: u64, stats: &StoreStats) -> String {
     let mut out = String::with_capacity(4096);

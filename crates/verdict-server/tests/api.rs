@@ -915,6 +915,30 @@ async fn shadow_variants_are_mirrored_compared_and_never_served() {
         )),
         "{text}"
     );
+    assert!(text.contains("verdict_shadow_dropped_total 0"), "{text}");
+
+    // And the dashboard shows them, beside the served variants.
+    let page = app
+        .client
+        .get(format!("{}/experiments/exp-shadow", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<table id="shadows">"#), "{page}");
+    let row = page
+        .split(r#"<tr class="shadow" data-key="same">"#)
+        .nth(1)
+        .expect("the `same` shadow row");
+    assert!(
+        row.split("</tr>")
+            .next()
+            .unwrap()
+            .contains(r#"<td class="num agreement">100.0%</td>"#),
+        "{row}"
+    );
     app.stop().await;
 }
 

@@ -253,6 +253,8 @@ pub struct ExperimentData {
     pub timeline: Value,
     /// `queries::alerts` of this experiment.
     pub alerts: Value,
+    /// `queries::metrics` (per variant and per shadow arm).
+    pub metrics: Value,
     /// The latest lifecycle events, newest first (envelopes).
     pub audit: Vec<Value>,
     /// Who is looking.
@@ -297,10 +299,11 @@ pub async fn experiment(
                 results,
                 timeline,
                 queries::alerts(&model, Some(&id)),
+                queries::metrics(&model, &id)?,
             ))
         })
     };
-    let (experiment, results, timeline, alerts) = match read {
+    let (experiment, results, timeline, alerts, metrics) = match read {
         Ok(r) => r,
         Err(e) => {
             let e = ApiError::from(e);
@@ -314,6 +317,7 @@ pub async fn experiment(
         results,
         timeline,
         alerts,
+        metrics,
         audit,
         viewer: viewer.clone(),
         refresh,

@@ -277,6 +277,43 @@ const PALETTE: [&str; 6] = [
 const CONTROL_COLOR: &str = "#64748b";
 
 /// Colours by variant index: the control grey, treatments from the palette.
+/// Shadow arms (absent when there are none): calls, agreement with the control and
+/// latency against the control's on the same mirrored requests.
+fn shadows_card(metrics: &Value) -> String {
+    let shadows = metrics["shadows"].as_array().cloned().unwrap_or_default();
+    if shadows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        r#"<div class="card"><h2>Shadow variants</h2><table id="shadows"><tr><th>Shadow</th><th class="num">Share</th><th class="num">Calls</th><th class="num">Error rate</th><th class="num">Agreement</th><th class="num">Item overlap</th><th class="num">Mean |diff|</th><th class="num">Latency p50 / p99</th><th class="num">Control p50 / p99</th></tr>"#,
+    );
+    for sh in &shadows {
+        let diff = sh["mean_abs_diff"]
+            .as_f64()
+            .map_or("–".to_owned(), |d| format!("{d:.4}"));
+        let _ = write!(
+            out,
+            r#"<tr class="shadow" data-key="{}"><td><b>{}</b><div class="sub">{}</div></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num agreement">{}</td><td class="num">{}</td><td class="num">{diff}</td><td class="num">{} / {}</td><td class="num">{} / {}</td></tr>"#,
+            escape(s(sh, "key")),
+            escape(s(sh, "key")),
+            escape(s(sh, "model")),
+            pct(sh["share"].as_f64(), 0),
+            count(Some(
+                sh["predictions"].as_u64().unwrap_or(0) + sh["errors"].as_u64().unwrap_or(0)
+            )),
+            pct(sh["error_rate"].as_f64(), 2),
+            pct(sh["agreement_rate"].as_f64(), 1),
+            pct(sh["mean_overlap"].as_f64(), 1),
+            ms(sh["latency_ms"]["p50"].as_f64()),
+            ms(sh["latency_ms"]["p99"].as_f64()),
+            ms(sh["control_latency_ms"]["p50"].as_f64()),
+            ms(sh["control_latency_ms"]["p99"].as_f64()),
+        );
+    }
+    out.push_str(r#"</table><div class="caption">Each shadow model gets a copy of a share of the control's requests after the control answered; its answers are recorded and compared with the control's, never served. Agreement: same top item (or label); overlap: share of the control's items the shadow also returned.</div></div>"#);
+    out
+}
+
 fn colors(keys: &[String], control: &str) -> Vec<&'static str> {
     let mut next = 0;
     keys.iter()
@@ -494,6 +531,8 @@ pub fn experiment(id: &str, d: &ExperimentData) -> String {
 
     // Charts.
     body.push_str(&charts(d, &keys, &control, &palette, &level));
+
+    body.push_str(&shadows_card(&d.metrics));
 
     // Alerts and audit log.
     body.push_str(&alerts_card(&d.alerts));

@@ -110,6 +110,8 @@ def main():
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--kill-at", type=float, default=10)
+    ap.add_argument("--kill-projector", help="pid file of the active verdict project, killed with SIGKILL")
+    ap.add_argument("--kill-projector-at", type=float, default=20)
     ap.add_argument("--verdict", required=True, help="verdict binary (for replay --results)")
     ap.add_argument("--store", required=True)
     ap.add_argument("--report", required=True)
@@ -134,8 +136,19 @@ def main():
     for t in threads:
         t.start()
     killed = None
+    projector_killed = a.kill_projector is None
     while time.time() - started < a.seconds:
         time.sleep(0.5)
+        if not projector_killed and time.time() - started >= a.kill_projector_at:
+            pid = int(open(a.kill_projector).read())
+            projector_killed = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                with ledger.lock:
+                    ledger.crashed.append("the active projector (pid %d) had already exited" % pid)
+            with ledger.lock:
+                log("killed the active projector (pid %d) after %d predictions acknowledged" % (pid, len(ledger.predictions)))
         if killed is None and time.time() - started >= a.kill_at:
             leader = stream_leader(http_ports, a.stream)
             if leader is None:

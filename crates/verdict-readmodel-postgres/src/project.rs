@@ -50,8 +50,10 @@ pub async fn open_projections(writer: &Writer) -> Result<(Arc<Projections>, u64)
     Ok((Projections::new(model, None), checkpoint))
 }
 
-/// Runs the projector until `shutdown` turns true (then commits a final snapshot) or an
-/// error (a lost connection, and with it the lock, is one: the process should exit).
+/// Runs the projector until `shutdown` turns true (then commits a final snapshot) or a
+/// PostgreSQL error (a lost connection, and with it the lock: the process should exit). A
+/// failing store (a JetStream leader change, a PostgreSQL store restarting) is waited out:
+/// the projector subscribes again from its position.
 ///
 /// `projections` must come from [`open_projections`] on the same writer, `checkpoint`
 /// being the checkpoint it returned.
@@ -71,6 +73,7 @@ pub async fn run_projector(
     let mut last_progress = Instant::now();
     let mut applied_since_progress = 0u64;
     let mut ping = tokio::time::interval(Duration::from_secs(2));
+    let mut store_failed: Option<verdict_store::StoreError> = None;
     if projections.position() < checkpoint {
         tracing::info!(
             snapshot = projections.position(),
@@ -90,17 +93,51 @@ pub async fn run_projector(
             next = sub.next() => {
                 match next {
                     Some(Ok(e)) => page.push(e),
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => store_failed = Some(e),
                     None => break,
                 }
-                while page.len() < options.page {
+                while store_failed.is_none() && page.len() < options.page {
                     match tokio::time::timeout(Duration::ZERO, sub.next()).await {
                         Ok(Some(Ok(e))) => page.push(e),
-                        Ok(Some(Err(e))) => return Err(e.into()),
+                        Ok(Some(Err(e))) => store_failed = Some(e),
                         _ => break,
                     }
                 }
             }
+        }
+        if let Some(err) = store_failed.take() {
+            // Commit what was read, then follow the store again from there.
+            if !page.is_empty() {
+                for e in &page {
+                    dirty.note(e);
+                }
+                projections.apply(&page).await;
+                page.clear();
+                if projections.position() >= checkpoint {
+                    let batch = build(&projections, &dirty, false).await?;
+                    writer.commit(batch).await?;
+                    dirty = Dirty::default();
+                }
+            }
+            tracing::warn!(error = %err, position = projections.position(), "event store failed: subscribing again");
+            loop {
+                tokio::select! {
+                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                writer.ping().await?;
+                match store.subscribe(projections.position() + 1).await {
+                    Ok(s) => {
+                        sub = s;
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "event store still failing"),
+                }
+            }
+            continue;
+        }
+        if page.is_empty() {
+            continue;
         }
         for e in &page {
             dirty.note(e);

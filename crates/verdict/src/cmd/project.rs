@@ -135,12 +135,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store_url.backend(),
             rm.schema
         );
-        let rebuilt_from = store.head().await?;
-        let commands = Arc::new(
-            CommandService::open(store.clone(), registry, Arc::new(SystemClock))
-                .await
-                .context("rebuilding the command side for the monitors")?,
-        );
+        // The store may be failing over right now (a standby takes over when the active
+        // projector died, possibly for the same reason): retry for a minute.
+        let mut attempts = 0;
+        let (rebuilt_from, commands) = loop {
+            let opened = async {
+                let head = store.head().await?;
+                let commands =
+                    CommandService::open(store.clone(), registry.clone(), Arc::new(SystemClock))
+                        .await?;
+                anyhow::Ok((head, commands))
+            };
+            match opened.await {
+                Ok((head, commands)) => break (head, Arc::new(commands)),
+                Err(e) if attempts < 60 => {
+                    attempts += 1;
+                    tracing::warn!(error = %e, "rebuilding the command side for the monitors: retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(e.context("rebuilding the command side for the monitors"))
+                }
+            }
+        };
         let follower = tokio::spawn(commands.clone().follow(rebuilt_from + 1, rx.clone()));
         let runner = Arc::new(MonitorRunner::new(
             commands,

@@ -183,6 +183,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let data_dir = config.data_dir.clone();
         let backend = config.store.backend();
         let read_models = config.read_models.is_some();
+        if config.store.is_shared() && !read_models {
+            tracing::warn!("shared store without --read-models: this node projects and runs the monitors itself; run one such node, or `verdict project` with --read-models on every node");
+        }
         let server = verdict_server::start(config, listener).await?;
         tracing::info!(addr = %server.addr, data_dir = %data_dir.display(), backend, read_models, "verdict serving");
         eprintln!(

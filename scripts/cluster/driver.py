@@ -23,6 +23,20 @@ def call(method, url, body=None, timeout=10):
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         return 0, {"error": str(e)}
 
+def differences(a, b, path=""):
+    """Where two JSON values differ, as 'path: a != b' lines."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += differences(a.get(k), b.get(k), "%s.%s" % (path, k))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out += differences(x, y, "%s[%d]" % (path, i))
+        return out
+    return [] if a == b else ["%s: replay %r, node %r" % (path or ".", a, b)]
+
 def log(*a):
     print("[driver %s]" % time.strftime("%H:%M:%S"), *a, flush=True)
 
@@ -211,8 +225,7 @@ def main():
         if status != 200:
             errors.append("%s /results: %s %s" % (node, status, got))
         elif got != expected:
-            diff = [k for k in expected if expected.get(k) != got.get(k)]
-            errors.append("%s /results differs from the replay in %s" % (node, diff))
+            errors.append("%s /results differs from the replay: %s" % (node, "; ".join(differences(expected, got)[:6])))
     users = sum(v["users"] for v in expected["variants"])
     log("results: replay of the store has %d users, %s; nodes agree: %s" % (users, [(v["key"], v["users"], v["predictions"], v["conversions"]) for v in expected["variants"]], "yes" if not any("/results" in e for e in errors) else "NO"))
 

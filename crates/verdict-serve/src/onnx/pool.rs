@@ -23,10 +23,10 @@
 //! queued and exit.
 
 use super::engine::{Output, Session};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -62,23 +62,50 @@ struct Job {
     reply: oneshot::Sender<RunResult>,
 }
 
-/// Counters, for tests and metrics.
-#[derive(Debug, Default)]
-struct Counters {
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// What the workers and the handles share. A mutex-guarded deque with one condition
+/// variable: a submit wakes exactly one parked worker (a channel receiver behind a mutex
+/// would wake two threads per job).
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
     /// Jobs accepted and not yet finished or skipped (queued + running).
     pending: AtomicUsize,
     /// Jobs skipped because their caller had gone.
     skipped: AtomicUsize,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Jobs run outside the lock, so a poisoned lock only means a panic in this module's
+        // few lines of bookkeeping; the queue is still consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Closes the queue when the last pool handle goes.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
 /// A fixed set of inference threads behind a bounded queue. Cheap to clone (clones share
 /// the threads).
 #[derive(Clone)]
 pub struct InferencePool {
-    tx: SyncSender<Job>,
+    owner: Arc<Owner>,
     threads: usize,
     capacity: usize,
-    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for InferencePool {
@@ -99,24 +126,20 @@ impl InferencePool {
     pub fn new(threads: usize, capacity: usize) -> Self {
         let threads = threads.max(1);
         let capacity = capacity.max(1);
-        let (tx, rx) = sync_channel::<Job>(capacity);
-        let rx = Arc::new(Mutex::new(rx));
-        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared::default());
         for n in 0..threads {
-            let rx = rx.clone();
-            let counters = counters.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("verdict-infer-{n}"))
-                .spawn(move || worker(&rx, &counters))
+                .spawn(move || worker(&shared))
                 // Failing to start a thread at start-up is an exhausted machine; nothing
                 // sensible can continue.
                 .unwrap_or_else(|e| panic!("cannot start an inference thread: {e}"));
         }
         Self {
-            tx,
+            owner: Arc::new(Owner(shared)),
             threads,
             capacity,
-            counters,
         }
     }
 
@@ -128,6 +151,10 @@ impl InferencePool {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             InferencePool::new(threads, threads * DEFAULT_QUEUE_PER_THREAD)
         })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.owner.0
     }
 
     /// Worker threads.
@@ -142,45 +169,47 @@ impl InferencePool {
 
     /// Jobs accepted and not finished yet (queued or running).
     pub fn pending(&self) -> usize {
-        self.counters.pending.load(Ordering::SeqCst)
+        self.shared().pending.load(Ordering::SeqCst)
     }
 
     /// Jobs skipped because their caller went away before a worker took them.
     pub fn skipped(&self) -> usize {
-        self.counters.skipped.load(Ordering::SeqCst)
+        self.shared().skipped.load(Ordering::SeqCst)
     }
 
     /// Queues a run of `rows` rows on `session` and returns where its answer will arrive.
-    /// Refuses at once with [`PoolError::Full`] when the queue is full. Dropping the
-    /// receiver before a worker takes the job makes the worker skip it.
+    /// Refuses at once with [`PoolError::Full`] when `capacity` jobs already wait. Dropping
+    /// the receiver before a worker takes the job makes the worker skip it.
     pub fn submit(
         &self,
         session: Arc<dyn Session>,
         rows: usize,
         data: Vec<f32>,
     ) -> Result<oneshot::Receiver<RunResult>, PoolError> {
+        let shared = self.shared();
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            session,
-            rows,
-            data,
-            reply,
-        };
-        // Counted before the send so a fast worker never decrements first.
-        self.counters.pending.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(answer),
-            Err(e) => {
-                self.counters.pending.fetch_sub(1, Ordering::SeqCst);
-                Err(match e {
-                    TrySendError::Full(_) => PoolError::Full {
-                        threads: self.threads,
-                        capacity: self.capacity,
-                    },
-                    TrySendError::Disconnected(_) => PoolError::Stopped,
-                })
+        {
+            let mut q = shared.lock();
+            if q.closed {
+                return Err(PoolError::Stopped);
             }
+            if q.jobs.len() >= self.capacity {
+                return Err(PoolError::Full {
+                    threads: self.threads,
+                    capacity: self.capacity,
+                });
+            }
+            q.jobs.push_back(Job {
+                session,
+                rows,
+                data,
+                reply,
+            });
+            // Under the lock, so a worker can never finish the job before it is counted.
+            shared.pending.fetch_add(1, Ordering::SeqCst);
         }
+        shared.ready.notify_one();
+        Ok(answer)
     }
 
     /// Runs `rows` rows on `session` on a pool thread ([`InferencePool::submit`], then
@@ -193,17 +222,23 @@ impl InferencePool {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>, counters: &Counters) {
+fn worker(shared: &Shared) {
     loop {
-        // Hold the lock only while taking one job, so the other workers can take the next.
         let job = {
-            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv()
+            let mut q = shared.lock();
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.closed {
+                    return;
+                }
+                q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
         };
-        let Ok(job) = job else { return };
         if job.reply.is_closed() {
-            counters.skipped.fetch_add(1, Ordering::SeqCst);
-            counters.pending.fetch_sub(1, Ordering::SeqCst);
+            shared.skipped.fetch_add(1, Ordering::SeqCst);
+            shared.pending.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
         let Job {
@@ -224,7 +259,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, counters: &Counters) {
                     .unwrap_or_else(|| "non-string panic".into()),
             )),
         };
-        counters.pending.fetch_sub(1, Ordering::SeqCst);
+        shared.pending.fetch_sub(1, Ordering::SeqCst);
         // The caller may have gone meanwhile; nothing to do then.
         let _ = reply.send(result);
     }
@@ -388,5 +423,27 @@ mod tests {
         );
         // The only worker is still there.
         assert!(pool.run(probe.clone(), 1, vec![1.0]).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_last_handle_stops_the_workers_after_the_queue() {
+        let pool = InferencePool::new(2, 4);
+        let probe = Probe::new(None);
+        let answer = pool.submit(probe.clone(), 1, vec![1.0]).unwrap();
+        let shared = Arc::downgrade(&pool.owner.0);
+        let clone = pool.clone();
+        drop(pool);
+        assert!(
+            clone.run(probe.clone(), 1, vec![2.0]).await.is_ok(),
+            "a clone keeps it"
+        );
+        drop(clone);
+        // The queued job still runs; then every worker exits and lets go of the queue.
+        assert!(answer.await.unwrap().is_ok());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.upgrade().is_some() {
+            assert!(Instant::now() < deadline, "workers did not exit");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 }

@@ -16,6 +16,9 @@ pub struct TractEngine;
 #[derive(Debug)]
 pub struct TractSession {
     plan: Arc<TypedRunnableModel>,
+    /// The same graph planned for exactly one row: no symbolic batch dimension to resolve
+    /// per run, which is most of a one-row inference's cost in tract.
+    single: Arc<TypedRunnableModel>,
     width: usize,
     outputs: Vec<String>,
 }
@@ -125,8 +128,16 @@ impl Engine for TractEngine {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(invalid)?;
+        let mut one = onnx.model_for_proto_model(&proto).map_err(invalid)?;
+        one.set_input_fact(0, f32::fact([1, width]).into())
+            .map_err(invalid)?;
+        let single = one
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(invalid)?;
         Ok(Arc::new(TractSession {
             plan,
+            single,
             width,
             outputs,
         }))
@@ -145,8 +156,8 @@ impl Session for TractSession {
     fn run(&self, rows: usize, data: Vec<f32>) -> Result<Vec<Output>, String> {
         let input = tract_ndarray::Array2::from_shape_vec((rows, self.width), data)
             .map_err(|e| e.to_string())?;
-        let result = self
-            .plan
+        let plan = if rows == 1 { &self.single } else { &self.plan };
+        let result = plan
             .run(tvec!(Tensor::from(input).into()))
             .map_err(|e| format!("{e:#}"))?;
         result

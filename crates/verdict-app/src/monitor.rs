@@ -490,6 +490,7 @@ mod tests {
                     input: Value::Null,
                     output: Value::Null,
                     latency_ms,
+                    model_ms: None,
                     shadow: false,
                     comparison: None,
                 })

@@ -241,6 +241,9 @@ pub fn metrics(model: &ReadModel, id: &str) -> Result<Value, AppError> {
         .map(|(var, s)| {
             let mut row = traffic_fields(var, s);
             row.insert("requests".into(), json!(s.predictions + s.errors));
+            // Where the latency goes: the model itself, and verdict's own overhead.
+            row.insert("model_latency_ms".into(), latency_json(&s.model_latency));
+            row.insert("overhead_ms".into(), latency_json(&s.overhead));
             Value::Object(row)
         })
         .collect();

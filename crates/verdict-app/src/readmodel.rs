@@ -114,6 +114,12 @@ pub struct VariantStats {
     pub revenue_sum_squares: f64,
     /// Prediction latency (successful predictions).
     pub latency: Latency,
+    /// Of it, time in the model itself (predictions whose backend measures it).
+    #[serde(default)]
+    pub model_latency: Latency,
+    /// The rest: platform overhead (latency minus model time) of the same predictions.
+    #[serde(default)]
+    pub overhead: Latency,
 }
 
 /// Running totals for one shadow arm: its calls, and how its answers compared with the
@@ -272,6 +278,9 @@ pub struct Fields<'a> {
     /// Latency (predictions).
     #[serde(default)]
     pub latency_ms: f64,
+    /// Model time within the latency (predictions).
+    #[serde(default)]
+    pub model_ms: Option<f64>,
     /// Shadow call (predictions).
     #[serde(default)]
     pub shadow: bool,
@@ -292,6 +301,7 @@ impl<'a> Fields<'a> {
             user_id: Cow::Owned(self.user_id.into_owned()),
             variant: self.variant.map(|v| Cow::Owned(v.into_owned())),
             latency_ms: self.latency_ms,
+            model_ms: self.model_ms,
             shadow: self.shadow,
             comparison: self.comparison,
             amount: self.amount,
@@ -312,6 +322,7 @@ impl<'a> Fields<'a> {
             user_id: e.user_id.as_str().into(),
             variant: Some(e.variant.as_str().into()),
             latency_ms: e.latency_ms,
+            model_ms: e.model_ms,
             shadow: e.shadow,
             comparison: e.comparison.clone(),
             amount: 0.0,
@@ -323,6 +334,7 @@ impl<'a> Fields<'a> {
             user_id: e.user_id.as_str().into(),
             variant: Some(e.variant.as_str().into()),
             latency_ms: e.latency_ms,
+            model_ms: None,
             shadow: e.shadow,
             comparison: None,
             amount: 0.0,
@@ -398,6 +410,11 @@ impl ExperimentView {
                 };
                 view.variants[i].predictions += 1;
                 view.variants[i].latency.record_ms(f.latency_ms);
+                if let Some(m) = f.model_ms {
+                    let v = &mut view.variants[i];
+                    v.model_latency.record_ms(m);
+                    v.overhead.record_ms((f.latency_ms - m).max(0.0));
+                }
                 let b = view.bucket(at, i);
                 b.predictions += 1;
                 b.latency.record_ms(f.latency_ms);
@@ -739,6 +756,7 @@ mod tests {
                 input: json!({"context": "homepage", "nested": [1, {"a": null}]}),
                 output: json!({"items": [1, 2, 3]}),
                 latency_ms: ms,
+                model_ms: None,
                 shadow: false,
                 comparison: None,
             })
@@ -796,6 +814,7 @@ mod tests {
                 input: json!({}),
                 output: json!({"items": [1]}),
                 latency_ms: ms,
+                model_ms: None,
                 shadow: true,
                 comparison: Some(verdict_core::event::ShadowComparison {
                     agree,

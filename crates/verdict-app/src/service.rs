@@ -111,6 +111,9 @@ pub struct PredictResponse {
     pub prediction_id: Uuid,
     /// Model latency measured by the server.
     pub latency_ms: f64,
+    /// Of `latency_ms`, the time in the model itself, when the backend measures it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_ms: Option<f64>,
     /// Whether the user is in the experiment (false: the control is served, nothing
     /// is recorded).
     pub in_experiment: bool,
@@ -651,8 +654,12 @@ impl CommandService {
         let variant = &def.variants[i];
         let prediction_id = Uuid::now_v7();
         let started = Instant::now();
-        let outcome = live.models[i].predict(&req.user_id, &req.input).await;
+        let outcome = live.models[i].predict_timed(&req.user_id, &req.input).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let model_ms = outcome
+            .as_ref()
+            .ok()
+            .and_then(|(_, t)| t.map(|t| t.as_secs_f64() * 1000.0));
         let mut response = PredictResponse {
             experiment_id: req.experiment_id.clone(),
             user_id: req.user_id.clone(),
@@ -662,6 +669,7 @@ impl CommandService {
             output: None,
             prediction_id,
             latency_ms,
+            model_ms,
             in_experiment,
             error: None,
             position: 0,
@@ -669,7 +677,7 @@ impl CommandService {
         // Mirror the control's successful, recorded answers to the shadow arms.
         let mirror = in_experiment && i == live.control() && !live.shadows.is_empty();
         let mut mirror_output = None;
-        let outcome_event = match outcome {
+        let outcome_event = match outcome.map(|(p, _)| p) {
             Ok(p) => {
                 response.model_version = Some(p.model_version.clone());
                 response.output = Some(p.output.clone());
@@ -691,6 +699,7 @@ impl CommandService {
                     },
                     output: p.output,
                     latency_ms,
+                    model_ms,
                     shadow: false,
                     comparison: None,
                 })
@@ -803,6 +812,7 @@ impl CommandService {
                             input,
                             output: p.output,
                             latency_ms,
+                            model_ms: None,
                             shadow: true,
                             comparison: Some(ShadowComparison {
                                 agree: c.agree,

@@ -185,6 +185,10 @@ pub struct PredictionMade {
     pub output: Value,
     /// Model latency measured by the server.
     pub latency_ms: f64,
+    /// Of `latency_ms`, the time in the model itself (the engine's run, or the upstream
+    /// round trip), when the backend measures it; the rest is platform overhead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ms: Option<f64>,
     /// A shadow call: recorded, never served.
     #[serde(default)]
     pub shadow: bool,

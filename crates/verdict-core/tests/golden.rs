@@ -80,6 +80,7 @@ fn samples() -> Vec<Event> {
             input: json!({"user_id": "user-123", "context": "homepage"}),
             output: json!({"items": [101, 205, 310]}),
             latency_ms: 45.25,
+            model_ms: None,
             shadow: false,
             comparison: None,
         }),

@@ -90,6 +90,7 @@ async fn main() {
                 input: json!({"context": "home"}),
                 output: json!({"items": [1, 2, 3]}),
                 latency_ms: 1.0 + (u % 50) as f64 / 10.0,
+                model_ms: None,
                 shadow: false,
                 comparison: None,
             }),

@@ -122,6 +122,23 @@ async fn the_seed_event_flow_is_reproduced() {
     let served = p["variant"].as_str().unwrap().to_owned();
     assert!(p["output"]["items"].is_array());
     assert!(p["latency_ms"].as_f64().unwrap() >= 0.0);
+    // The ONNX engine measures its own run: model time is part of the latency.
+    let model_ms = p["model_ms"]
+        .as_f64()
+        .expect("model time of an in-process model");
+    assert!(
+        model_ms > 0.0 && model_ms <= p["latency_ms"].as_f64().unwrap(),
+        "{p}"
+    );
+    let (_, m) = app
+        .get(&format!(
+            "/api/experiments/exp-001/metrics?min_position={}",
+            p["position"]
+        ))
+        .await;
+    let row = variant(&m, &served);
+    assert_eq!(row["model_latency_ms"]["count"], 1, "{m}");
+    assert_eq!(row["overhead_ms"]["count"], 1, "{m}");
     // The client claims the other variant: attribution ignores it.
     let claimed = if served == "control" {
         "treatment"

@@ -171,6 +171,7 @@ fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                         input: json!({"user_id": user_id, "context": "homepage"}),
                         output: json!({"items": items}),
                         latency_ms: 20.0 + rng.unit() * if treatment { 30.0 } else { 25.0 },
+                        model_ms: None,
                         shadow: false,
                         comparison: None,
                     })

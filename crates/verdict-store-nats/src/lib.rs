@@ -5,11 +5,18 @@
 //! * The whole store is **one JetStream stream**; each event stream is **one subject**,
 //!   `<prefix>.<base64url(stream name)>` (the name is encoded because subjects cannot hold
 //!   dots, spaces or wildcards). One event is one message.
-//! * **Global position = stream sequence.** The leader assigns sequences in log order, a
-//!   rejected publish or batch consumes none, and the stream is created with `deny_delete`,
-//!   `deny_purge`, `discard: new` and no limits, so no message ever leaves it: the stored
-//!   messages are exactly sequences `1..=last_seq`, gap-free, and a reader never sees a later
-//!   sequence appear before an earlier one.
+//! * Every event is preceded, in the same atomic batch, by its **id marker**: an empty
+//!   message on `<prefix>._id.<event id>` (two tokens, so `<prefix>.*` never matches it)
+//!   published with `Nats-Expected-Last-Subject-Sequence: 0` — "this id was never stored".
+//!   The server checks that for every event of every batch, at commit, whatever the age of
+//!   the original: the id index JetStream lacks, kept by JetStream itself.
+//! * A batch of n events is therefore 2n messages, marker then event, so the event at
+//!   global **position p is stream sequence 2p** and its marker 2p − 1. The leader assigns
+//!   sequences in log order, a rejected batch consumes none, and the stream is created with
+//!   `deny_delete`, `deny_purge`, `discard: new` and no limits, so no message ever leaves
+//!   it: positions are gap-free, and a reader never sees a later one appear before an
+//!   earlier one. The stream records this layout in its metadata (`verdict_layout`); a
+//!   stream without it is refused rather than misread.
 //! * **Stream version**: JetStream has no dense per-subject number, so each message carries
 //!   its stream version in its body ([`wire`]), computed by the writer from the subject's last
 //!   message. The writer makes that computation safe with
@@ -21,26 +28,25 @@
 //! * **Atomic multi-event appends** use JetStream atomic batch publish (ADR-50, server 2.12+,
 //!   stream option `allow_atomic`): `Nats-Batch-Id`/`Nats-Batch-Sequence` on every message,
 //!   `Nats-Batch-Commit` on the last; the server stores all or nothing, at consecutive
-//!   sequences, and checks the expected subject sequence at commit. A batch holds at most
-//!   [`MAX_ATOMIC_BATCH`] events (the server's limit); bigger appends are refused as
-//!   [`StoreError::InvalidAppend`] rather than split non-atomically.
+//!   sequences, and checks every expected subject sequence at commit. Only the commit is a
+//!   request, so an append of any size is one round trip. A batch holds at most 1000
+//!   messages (the server's limit), hence at most [`MAX_ATOMIC_BATCH`] events; bigger
+//!   appends are refused as [`StoreError::InvalidAppend`] rather than split non-atomically.
 //!
 //! # Idempotency
 //!
-//! * **Within the duplicate window** (stream option, 2 minutes by default): every message
-//!   carries `Nats-Msg-Id` = its event id; the server refuses to store an id again, in any
-//!   subject, and the store then looks the ids up to return the original positions (a retry
-//!   on the same stream) or [`StoreError::DuplicateEventId`] (ids stored elsewhere).
-//! * **Beyond it**: a conditional retry ([`ExpectedVersion::Exact`] or
-//!   [`ExpectedVersion::NoStream`]) fails the version check once its batch is stored; on
-//!   every version failure the store looks for the batch's ids in the stream's own history
-//!   and returns the original positions (or [`StoreError::DuplicateEventId`] if only some
-//!   are there). Not covered beyond the window, because JetStream has no index by id: a
-//!   retry with [`ExpectedVersion::Any`] or [`ExpectedVersion::StreamExists`] is stored
-//!   again, and ids stored on *another* stream are reported as a version conflict (when the
-//!   version fails) or stored again (when it holds). Retry with an exact version, or within
-//!   the window. The shared model-based property test finds exactly these cases, so this
-//!   crate does not run it.
+//! * **Within the duplicate window** (stream option, 2 minutes by default) every event also
+//!   carries `Nats-Msg-Id` = its event id, and the server refuses the batch outright.
+//! * **At any age**, a batch reusing a stored id fails its marker's expectation. Either way
+//!   the store then reads the markers of the batch's ids from the stream leader
+//!   (`STREAM.MSG.GET`, not a possibly lagging direct-get replica): all of them stored,
+//!   consecutively, on this stream and in this order is a retry, answered with the original
+//!   positions — whatever the expected version says; some of them stored is
+//!   [`StoreError::DuplicateEventId`] naming one and its position; none is an ordinary
+//!   concurrent append, read again. This is the model the shared property test checks, and
+//!   it runs on this backend too.
+//! * The cost: one more (empty) message per event, and the server keeps an entry per marker
+//!   subject in memory (measured in `docs/BENCHMARKS.md`).
 //!
 //! # Durability
 //!
@@ -78,8 +84,16 @@ use verdict_store::{
     StoreError, Subscription,
 };
 
-/// The most events one append may carry: the server's limit on an atomic batch.
-pub const MAX_ATOMIC_BATCH: usize = 1000;
+/// The most events one append may carry: half the server's limit of 1000 messages in an
+/// atomic batch, as each event travels with its id marker.
+pub const MAX_ATOMIC_BATCH: usize = 500;
+
+/// The subject token under the prefix that holds id markers (`<prefix>._id.<event id>`).
+const MARKER_TOKEN: &str = "_id";
+/// The stream metadata value naming the layout above; a stream without it is refused.
+const LAYOUT: &str = "id-markers-1";
+/// JetStream API error: no message matched a `STREAM.MSG.GET`.
+const ERR_NO_MESSAGE_FOUND: u64 = 10037;
 
 /// JetStream API error: the expected last subject sequence did not match.
 const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
@@ -135,7 +149,9 @@ pub struct NatsOptions {
     /// Replicas of the stream when this store creates it: 3 in production (needs a cluster
     /// of 3 or more servers), 1 for a single development server.
     pub replicas: usize,
-    /// The stream's duplicate window, within which `Nats-Msg-Id` dedupes retries.
+    /// The stream's duplicate window, within which `Nats-Msg-Id` dedupes retries. Zero
+    /// sends no `Nats-Msg-Id` (the stream gets JetStream's minimum window, 100 ms): the id
+    /// markers alone dedupe, and the server keeps no id map for the window.
     pub duplicate_window: Duration,
     /// How long a request may take before its outcome is reported unknown.
     pub request_timeout: Duration,
@@ -306,6 +322,15 @@ impl Inner {
         )
     }
 
+    /// The id marker subject of `event_id`.
+    fn marker_of(&self, event_id: &uuid::Uuid) -> String {
+        format!(
+            "{}.{MARKER_TOKEN}.{}",
+            self.options.subject_prefix,
+            event_id.simple()
+        )
+    }
+
     fn stream_of(&self, subject: &str, seq: u64) -> Result<String, StoreError> {
         let bad =
             || StoreError::Corrupt(format!("message {seq} has a foreign subject {subject:?}"));
@@ -342,6 +367,13 @@ impl Inner {
                         "stream {name} exists without allow_atomic and allow_direct"
                     )));
                 }
+                let layout = info["config"]["metadata"]["verdict_layout"].as_str();
+                if layout != Some(LAYOUT) {
+                    return Err(NatsError::InvalidOptions(format!(
+                        "stream {name} has layout {layout:?}, this verdict reads {LAYOUT:?} \
+                         (a stream written before id markers: give this store a new stream)"
+                    )));
+                }
                 Ok(())
             }
             Err(NatsError::Api { err_code, .. }) if err_code == ERR_STREAM_NOT_FOUND => {
@@ -362,7 +394,12 @@ impl Inner {
                     "allow_rollup_hdrs": false,
                     "allow_direct": true,
                     "allow_atomic": true,
-                    "duplicate_window": self.options.duplicate_window.as_nanos() as u64,
+                    "duplicate_window": self
+                        .options
+                        .duplicate_window
+                        .max(Duration::from_millis(100))
+                        .as_nanos() as u64,
+                    "metadata": { "verdict_layout": LAYOUT },
                 });
                 match self
                     .api(format!("$JS.API.STREAM.CREATE.{name}"), config)
@@ -389,7 +426,8 @@ impl Inner {
                 Value::Null,
             )
             .await?;
-        Ok(info["state"]["last_seq"].as_u64().unwrap_or(0))
+        // Every batch ends with an event, so the last sequence is an event's: 2 × position.
+        Ok(info["state"]["last_seq"].as_u64().unwrap_or(0) / 2)
     }
 
     fn announce(&self, head: u64) -> bool {
@@ -485,10 +523,14 @@ impl Inner {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let stored = self.direct_batch(from, max, None).await?;
+        // Events only (one token under the prefix), from the event at `from` on.
+        let events = format!("{}.*", self.options.subject_prefix);
+        let stored = self
+            .direct_batch(2 * from.max(1), max, Some(&events))
+            .await?;
         stored
             .into_iter()
-            .map(|m| wire::decode(self.stream_of(&m.subject, m.seq)?, m.seq, &m.body))
+            .map(|m| wire::decode(self.stream_of(&m.subject, m.seq)?, m.seq / 2, &m.body))
             .collect()
     }
 
@@ -508,7 +550,7 @@ impl Inner {
             next = last.seq + 1;
             let full = page.len() == 1000;
             for m in page {
-                let e = wire::decode(stream.to_owned(), m.seq, &m.body)?;
+                let e = wire::decode(stream.to_owned(), m.seq / 2, &m.body)?;
                 if e.stream_version >= from_version && out.len() < max {
                     out.push(e);
                 }
@@ -540,126 +582,163 @@ impl Inner {
             };
         };
         let stream = self.stream_of(subject, seq)?;
-        let event = wire::decode(stream, seq, &reply.payload)?;
+        let event = wire::decode(stream, seq / 2, &reply.payload)?;
         Ok((seq, event.stream_version))
     }
 
-    /// Publishes `events` as versions `current + 1..` of `subject`, conditional on the
-    /// subject's last sequence being `last_seq`; returns the ack's sequence and duplicate
-    /// flag.
+    /// Publishes `events` as versions `current + 1..` of `subject`, each after its id marker,
+    /// as one atomic batch conditional on the subject's last sequence being `last_seq` and on
+    /// no marker existing yet; returns the position of the last event.
     async fn publish(
         &self,
         subject: &str,
         last_seq: u64,
         current: u64,
         events: &[EventData],
-    ) -> Result<(u64, bool), NatsError> {
+    ) -> Result<u64, NatsError> {
         let batch_id = uuid::Uuid::now_v7().simple().to_string();
-        let n = events.len();
+        let total = 2 * events.len();
+        let mut sequence = 0;
         for (i, e) in events.iter().enumerate() {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
-            if i == 0 {
-                headers.insert(
-                    "Nats-Expected-Last-Subject-Sequence",
-                    last_seq.to_string().as_str(),
-                );
-            }
-            if n > 1 {
+            for is_marker in [true, false] {
+                sequence += 1;
+                let mut headers = HeaderMap::new();
                 headers.insert("Nats-Batch-Id", batch_id.as_str());
-                headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
-                if i + 1 == n {
-                    headers.insert("Nats-Batch-Commit", "1");
+                headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+                let (to, body) = if is_marker {
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    (self.marker_of(&e.event_id), Bytes::new())
+                } else {
+                    if !self.options.duplicate_window.is_zero() {
+                        headers.insert("Nats-Msg-Id", e.event_id.to_string().as_str());
+                    }
+                    if i == 0 {
+                        headers.insert(
+                            "Nats-Expected-Last-Subject-Sequence",
+                            last_seq.to_string().as_str(),
+                        );
+                    }
+                    (subject.to_owned(), wire::encode(e, current + i as u64 + 1))
+                };
+                if sequence < total {
+                    // Pipelined: the commit's answer reports any failure of the batch.
+                    self.client
+                        .publish_with_headers(to, headers, body)
+                        .await
+                        .map_err(request_error)?;
+                    continue;
                 }
-            }
-            let body = wire::encode(e, current + i as u64 + 1);
-            if i + 1 == n {
+                headers.insert("Nats-Batch-Commit", "1");
                 let reply = self
                     .client
-                    .request_with_headers(subject.to_owned(), headers, body)
+                    .request_with_headers(to, headers, body)
                     .await
                     .map_err(request_error)?;
                 let ack = api_reply(&reply)?;
                 let seq = ack["seq"]
                     .as_u64()
                     .ok_or_else(|| NatsError::Request(format!("publish ack without seq: {ack}")))?;
-                return Ok((seq, ack["duplicate"].as_bool().unwrap_or(false)));
-            } else if i == 0 {
-                // The batch's first message is a request: the server confirms the batch
-                // started (or says why not) before the rest is sent.
-                let reply = self
-                    .client
-                    .request_with_headers(subject.to_owned(), headers, body)
-                    .await
-                    .map_err(request_error)?;
-                api_reply(&reply)?;
-            } else {
-                self.client
-                    .publish_with_headers(subject.to_owned(), headers, body)
-                    .await
-                    .map_err(request_error)?;
+                return Ok(seq / 2);
             }
         }
-        unreachable!("the last event returns")
+        unreachable!("the last event commits")
     }
 
-    /// The original result if `events` are stored on `stream` from version `from_version`,
-    /// consecutively and in order.
-    async fn stored_at(
+    /// `STREAM.MSG.GET` answered by the stream leader, so never behind an acknowledged
+    /// append (unlike a direct get, which any replica may answer); `None` if no message
+    /// matches.
+    async fn leader_get(&self, request: Value) -> Result<Option<Value>, StoreError> {
+        match self
+            .api(
+                format!("$JS.API.STREAM.MSG.GET.{}", self.options.stream),
+                request,
+            )
+            .await
+        {
+            Ok(reply) => Ok(Some(reply["message"].clone())),
+            Err(NatsError::Api { err_code, .. }) if err_code == ERR_NO_MESSAGE_FOUND => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The position of the event stored with `event_id`, from its marker, if any.
+    async fn position_of_id(&self, event_id: &uuid::Uuid) -> Result<Option<u64>, StoreError> {
+        let marker = self
+            .leader_get(json!({ "last_by_subj": self.marker_of(event_id) }))
+            .await?;
+        marker
+            .map(|m| {
+                m["seq"].as_u64().map(|seq| seq.div_ceil(2)).ok_or_else(|| {
+                    StoreError::Corrupt(format!("marker of {event_id} without a sequence"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The event at `position`, read from the stream leader.
+    async fn leader_event(&self, position: u64) -> Result<RecordedEvent, StoreError> {
+        let seq = 2 * position;
+        let message = self
+            .leader_get(json!({ "seq": seq }))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no event at position {position}")))?;
+        let subject = message["subject"].as_str().unwrap_or("");
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(message["data"].as_str().unwrap_or(""))
+            .map_err(|_| StoreError::Corrupt(format!("event at {position}: body not base64")))?;
+        wire::decode(self.stream_of(subject, seq)?, position, &Bytes::from(body))
+    }
+
+    /// After an append failed on a stored id, or might have: the original result if the
+    /// whole batch is stored on `stream` as sent (a retry), [`StoreError::DuplicateEventId`]
+    /// if only some of its ids are, or any elsewhere; `None` if none is.
+    async fn resolve_ids(
         &self,
         stream: &str,
-        from_version: u64,
         events: &[EventData],
     ) -> Result<Option<AppendResult>, StoreError> {
-        let stored = self
-            .read_stream(stream, from_version.max(1), events.len())
+        let found = futures_util::future::try_join_all(
+            events.iter().map(|e| self.position_of_id(&e.event_id)),
+        )
+        .await?;
+        let Some(first) = found[0] else {
+            return match events
+                .iter()
+                .zip(&found)
+                .find_map(|(e, p)| p.map(|p| (e.event_id, p)))
+            {
+                Some((event_id, position)) => {
+                    Err(StoreError::DuplicateEventId { event_id, position })
+                }
+                None => Ok(None),
+            };
+        };
+        let consecutive = found
+            .iter()
+            .enumerate()
+            .all(|(i, p)| *p == Some(first + i as u64));
+        if consecutive {
+            let stored = futures_util::future::try_join_all(
+                (0..events.len() as u64).map(|i| self.leader_event(first + i)),
+            )
             .await?;
-        let same = stored.len() == events.len()
-            && stored
+            if stored
                 .iter()
                 .zip(events)
-                .all(|(s, e)| s.event_id == e.event_id)
-            && stored
-                .windows(2)
-                .all(|w| w[1].position == w[0].position + 1);
-        Ok(same.then(|| AppendResult {
-            first_position: stored[0].position,
-            last_position: stored[stored.len() - 1].position,
-            stream_version: stored[stored.len() - 1].stream_version,
-        }))
-    }
-
-    /// After the server refused ids as duplicates: the original positions if the batch is
-    /// stored on `stream` as sent, else [`StoreError::DuplicateEventId`].
-    async fn resolve_duplicate(
-        &self,
-        stream: &str,
-        events: &[EventData],
-        stored_seq: Option<u64>,
-    ) -> Result<AppendResult, StoreError> {
-        let history = self.read_stream(stream, 1, usize::MAX).await?;
-        if let Some(at) = history
-            .iter()
-            .position(|e| e.event_id == events[0].event_id)
-        {
-            if let Some(found) = self
-                .stored_at(stream, history[at].stream_version, events)
-                .await?
+                .all(|(s, e)| s.stream == stream && s.event_id == e.event_id)
             {
-                return Ok(found);
+                let last = &stored[stored.len() - 1];
+                return Ok(Some(AppendResult {
+                    first_position: first,
+                    last_position: last.position,
+                    stream_version: last.stream_version,
+                }));
             }
         }
-        // Not a retry of a batch of this stream: name an id that is stored, if we know one.
-        let (event_id, position) = events
-            .iter()
-            .find_map(|e| {
-                history
-                    .iter()
-                    .find(|h| h.event_id == e.event_id)
-                    .map(|h| (e.event_id, h.position))
-            })
-            .unwrap_or((events[0].event_id, stored_seq.unwrap_or(0)));
-        Err(StoreError::DuplicateEventId { event_id, position })
+        Err(StoreError::DuplicateEventId {
+            event_id: events[0].event_id,
+            position: first,
+        })
     }
 }
 
@@ -724,18 +803,13 @@ impl EventStore for NatsStore {
         let inner = &self.inner;
         let subject = inner.subject_of(stream);
         let n = events.len() as u64;
+        let mut unexplained = 0;
         loop {
             let (last_seq, current) = inner.last_on_subject(&subject).await?;
             if !expected.admits(current) {
-                // A lost-ack retry whose expected version no longer holds (even beyond the
-                // duplicate window): its events are in this stream's history.
-                match inner.resolve_duplicate(stream, &events, None).await {
-                    Ok(found) => return Ok(found),
-                    Err(e @ StoreError::DuplicateEventId { position, .. }) if position > 0 => {
-                        return Err(e)
-                    }
-                    Err(StoreError::DuplicateEventId { .. }) => {}
-                    Err(e) => return Err(e),
+                // A lost-ack retry whose expected version no longer holds: its ids are stored.
+                if let Some(found) = inner.resolve_ids(stream, &events).await? {
+                    return Ok(found);
                 }
                 return Err(StoreError::WrongExpectedVersion {
                     stream: stream.to_owned(),
@@ -744,26 +818,46 @@ impl EventStore for NatsStore {
                 });
             }
             match inner.publish(&subject, last_seq, current, &events).await {
-                Ok((seq, false)) => {
-                    inner.announce(seq);
+                Ok(last) => {
+                    inner.announce(last);
                     return Ok(AppendResult {
-                        first_position: seq + 1 - n,
-                        last_position: seq,
+                        first_position: last + 1 - n,
+                        last_position: last,
                         stream_version: current + n,
                     });
                 }
-                Ok((seq, true)) => {
-                    return inner.resolve_duplicate(stream, &events, Some(seq)).await
-                }
-                // Someone appended to the stream since we read it: read again and re-check.
-                Err(NatsError::Api { err_code, .. })
-                    if err_code == ERR_WRONG_LAST_SEQUENCE
-                        || err_code == ERR_WRONG_LAST_SEQUENCE_CONSTANT =>
+                Err(NatsError::Api {
+                    err_code,
+                    description,
+                }) if err_code == ERR_WRONG_LAST_SEQUENCE
+                    || err_code == ERR_WRONG_LAST_SEQUENCE_CONSTANT
+                    || err_code == ERR_BATCH_DUPLICATE_MSG_ID =>
                 {
-                    continue
-                }
-                Err(NatsError::Api { err_code, .. }) if err_code == ERR_BATCH_DUPLICATE_MSG_ID => {
-                    return inner.resolve_duplicate(stream, &events, None).await
+                    // "wrong last sequence: N" with N even names an event subject (events
+                    // sit at even sequences): someone appended, read again. Otherwise a
+                    // marker may have failed: an id is stored.
+                    let moved = description
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n % 2 == 0);
+                    if !moved {
+                        if let Some(found) = inner.resolve_ids(stream, &events).await? {
+                            return Ok(found);
+                        }
+                    }
+                    if err_code == ERR_BATCH_DUPLICATE_MSG_ID {
+                        // Refused as a duplicate yet no marker found: not this layout's
+                        // doing; do not spin on it.
+                        unexplained += 1;
+                        if unexplained > 3 {
+                            return Err(StoreError::Unavailable(format!(
+                                "JetStream refuses the batch as a duplicate ({description}) \
+                                 but its ids have no markers"
+                            )));
+                        }
+                    }
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }

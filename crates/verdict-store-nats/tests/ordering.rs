@@ -231,8 +231,8 @@ async fn servers_older_than_2_12_are_refused() {
     }
 }
 
-/// Beyond the duplicate window, a conditional retry is still recognised from the stream's
-/// history; an `Any` retry is not (documented: JetStream has no index by event id).
+/// Beyond the duplicate window, retries are still recognised by their id markers, whatever
+/// their expected version; ids stored on another stream are refused as duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_beyond_the_duplicate_window() {
     let factory = NatsFactory::new();
@@ -269,11 +269,59 @@ async fn retries_beyond_the_duplicate_window() {
         matches!(err, StoreError::DuplicateEventId { position: 2, .. }),
         "{err:?}"
     );
-    assert_eq!(store.head().await.unwrap(), 4);
-    // The limitation: an unconditional retry after the window is stored a second time.
-    let twice = store
+    // An unconditional retry after the window: the original positions, nothing stored.
+    let any = store
         .append("a", ExpectedVersion::Any, batch.clone())
         .await
         .unwrap();
-    assert_eq!(twice.positions(), 5..=7);
+    assert_eq!(any, first);
+    let exists = store
+        .append("a", ExpectedVersion::StreamExists, batch[1..].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(exists.positions(), 2..=3);
+    // The same ids on another stream, with a version that holds: a duplicate.
+    let err = store
+        .append("b", ExpectedVersion::Any, batch[2..].to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::DuplicateEventId { position: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.head().await.unwrap(), 4);
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 4);
+    // A fresh event after all that lands at the next position.
+    let next = store
+        .append("b", ExpectedVersion::Any, events("G", 1))
+        .await
+        .unwrap();
+    assert_eq!(next.positions(), 5..=5);
+}
+
+/// A stream written by an earlier layout (no id markers) is refused, not misread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_without_the_marker_layout_are_refused() {
+    let factory = NatsFactory::new();
+    let options = factory.fresh_options();
+    let client = async_nats::connect(options.url.clone()).await.unwrap();
+    let config = serde_json::json!({
+        "name": options.stream,
+        "subjects": [format!("{}.>", options.subject_prefix)],
+        "storage": "file",
+        "allow_direct": true,
+        "allow_atomic": true,
+    });
+    let reply = client
+        .request(
+            format!("$JS.API.STREAM.CREATE.{}", options.stream),
+            config.to_string().into(),
+        )
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&reply.payload).contains("error"));
+    match NatsStore::open(options).await {
+        Err(NatsError::InvalidOptions(msg)) => assert!(msg.contains("layout"), "{msg}"),
+        other => panic!("expected InvalidOptions, got {other:?}"),
+    }
 }

@@ -111,6 +111,8 @@ impl Drop for NatsServer {
 pub struct NatsFactory {
     pub server: NatsServer,
     made: Mutex<Vec<(Arc<dyn EventStore>, NatsOptions)>>,
+    /// The duplicate window of the streams it creates (the store's default if `None`).
+    duplicate_window: Option<Duration>,
 }
 
 impl NatsFactory {
@@ -118,6 +120,16 @@ impl NatsFactory {
         Self {
             server: NatsServer::start(),
             made: Mutex::new(Vec::new()),
+            duplicate_window: None,
+        }
+    }
+
+    /// A factory whose streams dedupe by `Nats-Msg-Id` for only `window`, so that retries
+    /// rely on the id markers alone.
+    pub fn with_duplicate_window(window: Duration) -> Self {
+        Self {
+            duplicate_window: Some(window),
+            ..Self::new()
         }
     }
 
@@ -127,6 +139,9 @@ impl NatsFactory {
         let mut options = NatsOptions::new(self.server.url.clone());
         options.stream = format!("VT{n}");
         options.subject_prefix = format!("vt{n}.ev");
+        if let Some(window) = self.duplicate_window {
+            options.duplicate_window = window;
+        }
         options
     }
 }

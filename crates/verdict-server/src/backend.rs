@@ -7,7 +7,7 @@
 //! | `nats://h1:4222,h2:4222,h3:4222?replicas=3&stream=VERDICT&subjects=verdict.ev&duplicate_window_s=120` | `verdict-store-nats` |
 //!
 //! `schema` and `pool` (PostgreSQL) and `replicas`, `stream`, `subjects`,
-//! `duplicate_window_s`, `timeout_ms` (JetStream) are verdict's own parameters; other
+//! `duplicate_window_s`, `id_retention_s`, `timeout_ms` (JetStream) are verdict's own parameters; other
 //! PostgreSQL parameters go to the driver. `replicas` applies when the store creates the
 //! stream (3 is the durable setting, with `sync_interval: always` on every server).
 
@@ -130,10 +130,13 @@ impl StoreUrl {
                     "duplicate_window_s" => {
                         options.duplicate_window = Duration::from_secs(number(&v)?)
                     }
+                    "id_retention_s" => {
+                        options.id_retention = Some(Duration::from_secs(number(&v)?))
+                    }
                     "timeout_ms" => options.request_timeout = Duration::from_millis(number(&v)?),
                     other => {
                         return Err(bad(format!(
-                        "unknown parameter {other:?} (known: replicas, stream, subjects, duplicate_window_s, timeout_ms)"
+                        "unknown parameter {other:?} (known: replicas, stream, subjects, duplicate_window_s, id_retention_s, timeout_ms)"
                     )))
                     }
                 }
@@ -231,12 +234,14 @@ mod tests {
         };
         assert_eq!((pg.schema.as_str(), pg.pool_size), ("events", 4));
         assert_eq!(pg.url, "postgres://u@127.0.0.1/db");
-        let StoreUrl::Nats(n) =
-            StoreUrl::parse("nats://127.0.0.1:4222,127.0.0.1:4223?replicas=3&stream=EV").unwrap()
-        else {
+        let StoreUrl::Nats(n) = StoreUrl::parse(
+            "nats://127.0.0.1:4222,127.0.0.1:4223?replicas=3&stream=EV&id_retention_s=604800",
+        )
+        .unwrap() else {
             panic!("nats")
         };
         assert_eq!(n.replicas, 3);
+        assert_eq!(n.id_retention, Some(Duration::from_secs(604_800)));
         assert_eq!(n.stream, "EV");
         assert_eq!(n.url, "nats://127.0.0.1:4222,nats://127.0.0.1:4223");
         for bad in [

@@ -46,7 +46,9 @@
 //!   concurrent append, read again. This is the model the shared property test checks, and
 //!   it runs on this backend too.
 //! * The cost: one more (empty) message per event, and the server keeps an entry per marker
-//!   subject in memory (measured in `docs/BENCHMARKS.md`).
+//!   subject in memory, about 320 bytes on every replica (`docs/BENCHMARKS.md`).
+//!   [`NatsOptions::id_retention`] bounds that: markers then carry `Nats-TTL` and expire
+//!   (events never do), and a retry older than the retention is stored again.
 //!
 //! # Durability
 //!
@@ -153,6 +155,12 @@ pub struct NatsOptions {
     /// sends no `Nats-Msg-Id` (the stream gets JetStream's minimum window, 100 ms): the id
     /// markers alone dedupe, and the server keeps no id map for the window.
     pub duplicate_window: Duration,
+    /// How long id markers are kept (`Nats-TTL`, whole seconds, at least 1): `None` keeps
+    /// them forever, so a retry of any age is recognised. Each kept marker costs the server
+    /// memory on every replica (about 320 bytes, `docs/BENCHMARKS.md`); a retention bounds
+    /// that at the rate of events times the retention, and a retry older than it is stored
+    /// again.
+    pub id_retention: Option<Duration>,
     /// How long a request may take before its outcome is reported unknown.
     pub request_timeout: Duration,
     /// How often the head watcher reads the stream's last sequence without being woken.
@@ -169,6 +177,7 @@ impl NatsOptions {
             subject_prefix: "verdict.ev".into(),
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
+            id_retention: None,
             request_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
         }
@@ -191,6 +200,14 @@ impl NatsOptions {
                 "subject prefix {:?} must be dot-separated [A-Za-z0-9_-]+ tokens",
                 self.subject_prefix
             )));
+        }
+        if self
+            .id_retention
+            .is_some_and(|r| r < Duration::from_secs(1))
+        {
+            return Err(NatsError::InvalidOptions(
+                "id_retention must be at least 1 second (JetStream's smallest TTL)".into(),
+            ));
         }
         if self.replicas == 0 {
             return Err(NatsError::InvalidOptions(
@@ -367,6 +384,12 @@ impl Inner {
                         "stream {name} exists without allow_atomic and allow_direct"
                     )));
                 }
+                let ttl = info["config"]["allow_msg_ttl"].as_bool().unwrap_or(false);
+                if self.options.id_retention.is_some() && !ttl {
+                    return Err(NatsError::InvalidOptions(format!(
+                        "stream {name} does not allow per-message TTLs, which id_retention needs"
+                    )));
+                }
                 let layout = info["config"]["metadata"]["verdict_layout"].as_str();
                 if layout != Some(LAYOUT) {
                     return Err(NatsError::InvalidOptions(format!(
@@ -394,6 +417,9 @@ impl Inner {
                     "allow_rollup_hdrs": false,
                     "allow_direct": true,
                     "allow_atomic": true,
+                    // Only id markers ever carry a TTL (NatsOptions::id_retention); events
+                    // never do, so positions stay gap-free.
+                    "allow_msg_ttl": true,
                     "duplicate_window": self
                         .options
                         .duplicate_window
@@ -607,6 +633,9 @@ impl Inner {
                 headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
                 let (to, body) = if is_marker {
                     headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    if let Some(ttl) = self.options.id_retention {
+                        headers.insert("Nats-TTL", format!("{}s", ttl.as_secs()).as_str());
+                    }
                     (self.marker_of(&e.event_id), Bytes::new())
                 } else {
                     if !self.options.duplicate_window.is_zero() {

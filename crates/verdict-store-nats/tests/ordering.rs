@@ -325,3 +325,41 @@ async fn streams_without_the_marker_layout_are_refused() {
         other => panic!("expected InvalidOptions, got {other:?}"),
     }
 }
+
+/// With an id retention, markers expire (events never do): a retry within it is recognised,
+/// one after it is stored again, and positions stay gap-free either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_retention_bounds_the_marker_horizon() {
+    let factory = NatsFactory::with_duplicate_window(Duration::ZERO);
+    let mut options = factory.fresh_options();
+    options.id_retention = Some(Duration::from_secs(1));
+    let store = NatsStore::open(options.clone()).await.unwrap();
+    let batch = events("E", 2);
+    let first = store
+        .append("a", ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    let again = store
+        .append("a", ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let late = store
+        .append("a", ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(late.positions(), 3..=4, "a retry older than the retention");
+    let all = store.read_all(1, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(store.head().await.unwrap(), 4);
+    // Below a second is refused; so is a retention on a stream that cannot expire markers.
+    options.id_retention = Some(Duration::from_millis(500));
+    assert!(matches!(
+        NatsStore::open(options).await,
+        Err(NatsError::InvalidOptions(_))
+    ));
+}

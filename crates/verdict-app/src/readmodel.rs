@@ -873,6 +873,38 @@ mod tests {
             .all(|v| v.predictions == 0 && v.errors == 0));
     }
 
+    /// Replay's path (parse on one thread, apply on another) ends where the live path does,
+    /// including ids that JSON escapes.
+    #[test]
+    fn prepared_events_apply_like_stored_ones() {
+        let events = [
+            created(),
+            assigned("plain", "control"),
+            assigned("quo\"te", "treatment"),
+            assigned("\u{e9}t\u{e9}", "treatment"),
+            converted("quo\"te", 5.0),
+            converted("plain", 2.5),
+            converted("\u{e9}t\u{e9}", 1.0),
+            converted("never-assigned", 9.0),
+        ];
+        let (mut live, mut replayed) = (ReadModel::default(), ReadModel::default());
+        for (i, e) in events.iter().enumerate() {
+            let (position, at) = (i as u64 + 1, 3_600_000_000 * i as i64);
+            let payload = e.encode_data_vec();
+            live.apply_stored(position, at, e.event_type(), 1, &payload)
+                .unwrap();
+            let prepared = Prepared::of_stored(e.event_type(), 1, &payload);
+            replayed.apply_prepared(position, at, prepared).unwrap();
+        }
+        let value = |m: &ReadModel| serde_json::to_value(m).unwrap();
+        assert_eq!(value(&live), value(&replayed));
+        let view = &replayed.experiments["exp-001"];
+        assert_eq!(view.users.len(), 3);
+        assert!(view.users.contains_key("quo\"te") && view.users.contains_key("été"));
+        assert_eq!(view.unattributed_conversions, 1);
+        assert_eq!(view.variants[1].converted_users, 2);
+    }
+
     #[test]
     fn replaying_an_applied_position_changes_nothing() {
         let mut m = ReadModel::default();

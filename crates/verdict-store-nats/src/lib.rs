@@ -63,8 +63,11 @@
 //! # Reads and subscriptions
 //!
 //! Reads use batched direct gets (`$JS.API.DIRECT.GET`, stream option `allow_direct`),
-//! filtered by subject for [`EventStore::read_stream`] — which therefore scans the stream's
-//! messages from its first one: fine for aggregates, slow for very long streams.
+//! filtered by subject: `<prefix>.*` (events, never markers) for [`EventStore::read_all`],
+//! the stream's subject for [`EventStore::read_stream`] — which therefore scans the stream's
+//! messages from its first one: fine for aggregates, slow for very long streams. Resolving a
+//! refused id reads from the leader instead (`STREAM.MSG.GET`), so a lagging replica cannot
+//! hide a stored marker.
 //! Subscriptions are [`Subscription::spawn_polling`] over `read_all`; the head they follow
 //! is announced by this store's own appends and by a watcher that reads the stream's last
 //! sequence whenever a message is published on the store's subjects (a core NATS

@@ -18,7 +18,7 @@
 //!   earlier one. The stream records this layout in its metadata (`verdict_layout`); a
 //!   stream without it is refused rather than misread.
 //! * **Stream version**: JetStream has no dense per-subject number, so each message carries
-//!   its stream version in its body ([`wire`]), computed by the writer from the subject's last
+//!   its stream version in its body (the private `wire` module), computed by the writer from the subject's last
 //!   message. The writer makes that computation safe with
 //!   `Nats-Expected-Last-Subject-Sequence` = *the stream sequence* of the last message on the
 //!   subject it read (0 for none): the server stores the batch only if nobody appended to the

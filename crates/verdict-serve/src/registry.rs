@@ -82,6 +82,8 @@ pub struct Registry {
     base_dir: Option<PathBuf>,
     /// One HTTP client for every upstream, so connections are pooled; built on first use.
     client: Arc<OnceLock<reqwest::Client>>,
+    /// Where in-process models run; `None` is the process-wide pool.
+    pool: Option<crate::onnx::InferencePool>,
 }
 
 impl Registry {
@@ -99,6 +101,13 @@ impl Registry {
     /// verdict.toml). Models already loaded are kept.
     pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// Runs the in-process models it loads from now on on `pool` instead of the
+    /// process-wide [`crate::onnx::InferencePool::global`].
+    pub fn with_pool(mut self, pool: crate::onnx::InferencePool) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -201,7 +210,11 @@ impl Registry {
             Some(s) => serde_json::from_str(&s).map_err(|e| format!("{name} spec: {e}"))?,
             None => ModelSpec::default(),
         };
-        OnnxModel::load(engine, &name, &bytes, spec).map_err(|e| e.to_string())
+        let model = OnnxModel::load(engine, &name, &bytes, spec).map_err(|e| e.to_string())?;
+        Ok(match &self.pool {
+            Some(pool) => model.with_pool(pool.clone()),
+            None => model,
+        })
     }
 }
 

@@ -326,3 +326,33 @@ async fn a_saturated_inference_pool_refuses_as_overloaded_and_recovers() {
     }
     assert!(model.predict("u1", &input).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_given_a_pool_runs_its_models_there() {
+    use verdict_serve::onnx::InferencePool;
+    let pool = InferencePool::new(1, 1);
+    let registry = Registry::with_defaults().with_pool(pool.clone());
+    let model = registry.resolve("rec-v1").unwrap();
+    let input = json!({"user_id": "u1", "context": "home"});
+    assert!(model.predict("u1", &input).await.is_ok());
+
+    // Fill that pool (one run held, one queued): the registry's model is refused, so it
+    // runs there and not on the process-wide pool.
+    let (go, rx) = std::sync::mpsc::channel();
+    let gate: std::sync::Arc<dyn verdict_serve::onnx::Session> =
+        std::sync::Arc::new(Gate(std::sync::Mutex::new(rx)));
+    let running = pool.submit(gate.clone(), 1, vec![0.0]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pool.submit(gate.clone(), 1, vec![0.0]).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool never took the job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let e = model.predict("u1", &input).await.unwrap_err();
+    assert_eq!(e.kind(), "overloaded", "{e}");
+    go.send(()).unwrap();
+    go.send(()).unwrap();
+    assert!(running.await.unwrap().is_ok());
+}

@@ -77,6 +77,9 @@ pub struct ServerConfig {
     pub follow_store: bool,
     /// How often the read-model follower polls the checkpoint.
     pub read_model_poll: Duration,
+    /// Threads that run in-process (ONNX) models; `None`: the process-wide pool, sized by
+    /// `verdict_serve::onnx::InferencePool::default_threads`.
+    pub inference_threads: Option<usize>,
 }
 
 impl ServerConfig {
@@ -97,6 +100,7 @@ impl ServerConfig {
             read_models: None,
             follow_store: false,
             read_model_poll: Duration::from_millis(50),
+            inference_threads: None,
         }
     }
 }
@@ -172,6 +176,11 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         let mut registry = Registry::with_defaults();
+        if let Some(threads) = config.inference_threads {
+            registry = registry.with_pool(verdict_serve::onnx::InferencePool::with_threads(Some(
+                threads,
+            )));
+        }
         for (name, uri) in &config.models {
             registry.register(name, uri);
         }

@@ -74,7 +74,28 @@ fn bad_store_configuration_is_a_clear_error() {
             "needs --read-models",
         ),
     ];
-    for (args, wanted) in cases {
+    let config = tempfile_config("inference_threads = 0\n");
+    let zero_threads_file = [
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let more: &[(&[&str], &str)] = &[
+        (
+            &[
+                "serve",
+                "--inference-threads",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "--inference-threads",
+        ),
+        (&zero_threads_file, "inference_threads must be at least 1"),
+    ];
+    for (args, wanted) in cases.iter().chain(more) {
         let (code, stderr) = verdict(args);
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(
@@ -82,4 +103,13 @@ fn bad_store_configuration_is_a_clear_error() {
             "{args:?}: wanted {wanted:?} in {stderr}"
         );
     }
+}
+
+/// A verdict.toml with `text` in a fresh temporary directory (left for the OS to clean).
+fn tempfile_config(text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("verdict-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("verdict.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }

@@ -5,9 +5,10 @@
 //! with file I/O, DNS lookups and everything else that blocks, grows a new thread under
 //! load instead of queueing, and gives no way to say "inference is saturated". Here:
 //!
-//! - `threads` workers (default: the number of available cores), named `verdict-infer-N`;
-//!   inference never runs on an async worker thread nor on tokio's blocking pool.
-//! - One bounded queue of `capacity` jobs (default: 64 per worker). **Back-pressure is a
+//! - `threads` workers (default: half the available cores, at least one, see
+//!   [`InferencePool::default_threads`]), named `verdict-infer-N`; inference never runs on
+//!   an async worker thread nor on tokio's blocking pool.
+//! - One bounded queue of `capacity` jobs (default: 64 per available core). **Back-pressure is a
 //!   refusal, not a wait**: when the queue is full, [`InferencePool::run`] returns
 //!   [`PoolError::Full`] at once (the model layer reports it as `overloaded`, like the
 //!   guard's concurrency limit), because a queue in front of saturated cores only adds
@@ -66,6 +67,10 @@ struct Job {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Workers parked on `ready`. A submit notifies only when one is: std's
+    /// `Condvar::notify_one` makes a futex syscall even when nobody waits, and under load
+    /// the workers are busy draining the queue anyway.
+    idle: usize,
 }
 
 /// What the workers and the handles share. A mutex-guarded deque with one condition
@@ -118,8 +123,12 @@ impl std::fmt::Debug for InferencePool {
     }
 }
 
-/// Queue slots per worker thread in the default pool.
-pub const DEFAULT_QUEUE_PER_THREAD: usize = 64;
+/// Queue slots per available core in the default pool.
+pub const DEFAULT_QUEUE_PER_CORE: usize = 64;
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
 
 impl InferencePool {
     /// Starts `threads` workers (at least 1) behind a queue of `capacity` jobs (at least 1).
@@ -143,14 +152,32 @@ impl InferencePool {
         }
     }
 
-    /// The process-wide pool every in-process model uses unless given another: one thread
-    /// per available core, [`DEFAULT_QUEUE_PER_THREAD`] queue slots per thread.
+    /// The default number of inference threads: half the available cores, at least one.
+    ///
+    /// Not one per core: the async workers (one per core) also need the cores for HTTP,
+    /// assignment and event encoding, and on a machine whose every core also runs an
+    /// inference thread, each prediction pays context switches between them. Measured on
+    /// 2 cores with the demo models (docs/BENCHMARKS.md, "HTTP service"): one inference
+    /// thread serves ~17 % more predictions per second than two, at lower p99.
+    pub fn default_threads() -> usize {
+        (available_cores() / 2).max(1)
+    }
+
+    /// A pool of `threads` workers (`None`: [`InferencePool::default_threads`]) behind a
+    /// queue of [`DEFAULT_QUEUE_PER_CORE`] slots per available core.
+    pub fn with_threads(threads: Option<usize>) -> Self {
+        let threads = threads.unwrap_or_else(Self::default_threads);
+        Self::new(
+            threads,
+            available_cores().max(threads) * DEFAULT_QUEUE_PER_CORE,
+        )
+    }
+
+    /// The process-wide pool every in-process model uses unless given another, with the
+    /// default size ([`InferencePool::with_threads`]`(None)`).
     pub fn global() -> &'static InferencePool {
         static POOL: OnceLock<InferencePool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            InferencePool::new(threads, threads * DEFAULT_QUEUE_PER_THREAD)
-        })
+        POOL.get_or_init(|| InferencePool::with_threads(None))
     }
 
     fn shared(&self) -> &Shared {
@@ -207,6 +234,11 @@ impl InferencePool {
             });
             // Under the lock, so a worker can never finish the job before it is counted.
             shared.pending.fetch_add(1, Ordering::SeqCst);
+            // Read under the lock: a worker that finds the queue empty increments `idle`
+            // before it releases the lock to wait, so this job cannot be missed.
+            if q.idle == 0 {
+                return Ok(answer);
+            }
         }
         shared.ready.notify_one();
         Ok(answer)
@@ -233,7 +265,9 @@ fn worker(shared: &Shared) {
                 if q.closed {
                     return;
                 }
+                q.idle += 1;
                 q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle -= 1;
             }
         };
         if job.reply.is_closed() {
@@ -313,6 +347,54 @@ mod tests {
                 shape: vec![rows],
                 data: OutputData::Float(data),
             }])
+        }
+    }
+
+    /// Workers park when the queue runs dry and a submit wakes one only if one is parked:
+    /// bursts from many threads, with pauses that let the workers park, must never leave a
+    /// job queued with every worker asleep.
+    #[test]
+    fn no_job_is_stranded_when_workers_park_between_bursts() {
+        for threads in [1, 2] {
+            let pool = InferencePool::new(threads, 10_000);
+            let probe = Probe::new(None);
+            let session: Arc<dyn Session> = probe.clone();
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (pool, session) = (pool.clone(), session.clone());
+                    s.spawn(move || {
+                        for round in 0..200u64 {
+                            let answers: Vec<_> = (0..1 + (round + t) % 3)
+                                .map(|_| pool.submit(session.clone(), 1, vec![0.0]).unwrap())
+                                .collect();
+                            for a in answers {
+                                let deadline = Instant::now() + Duration::from_secs(10);
+                                let mut a = a;
+                                loop {
+                                    match a.try_recv() {
+                                        Ok(r) => {
+                                            assert!(r.is_ok());
+                                            break;
+                                        }
+                                        Err(oneshot::error::TryRecvError::Empty) => {
+                                            assert!(
+                                                Instant::now() < deadline,
+                                                "a job was stranded"
+                                            );
+                                            std::thread::yield_now();
+                                        }
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            }
+                            if round % 7 == 0 {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(pool.pending(), 0);
         }
     }
 

@@ -8,6 +8,10 @@ use std::sync::Arc;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
+/// Run states a session keeps for reuse, at most (more than the inference threads of any
+/// sensible pool).
+const MAX_KEPT_STATES: usize = 64;
+
 /// The tract engine. Stateless; cheap to construct.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TractEngine;
@@ -19,6 +23,10 @@ pub struct TractSession {
     /// The same graph planned for exactly one row: no symbolic batch dimension to resolve
     /// per run, which is most of a one-row inference's cost in tract.
     single: Arc<TypedRunnableModel>,
+    /// Run states of `single`, kept between runs: spawning one per run allocates per node
+    /// and is a measurable part of a one-row inference. skl2onnx graphs hold no state
+    /// across runs, and a state whose run failed is dropped, never reused.
+    states: std::sync::Mutex<Vec<TypedSimpleState>>,
     width: usize,
     outputs: Vec<String>,
 }
@@ -138,6 +146,7 @@ impl Engine for TractEngine {
         Ok(Arc::new(TractSession {
             plan,
             single,
+            states: std::sync::Mutex::new(Vec::new()),
             width,
             outputs,
         }))
@@ -156,10 +165,23 @@ impl Session for TractSession {
     fn run(&self, rows: usize, data: Vec<f32>) -> Result<Vec<Output>, String> {
         let input = tract_ndarray::Array2::from_shape_vec((rows, self.width), data)
             .map_err(|e| e.to_string())?;
-        let plan = if rows == 1 { &self.single } else { &self.plan };
-        let result = plan
-            .run(tvec!(Tensor::from(input).into()))
-            .map_err(|e| format!("{e:#}"))?;
+        let inputs = tvec!(Tensor::from(input).into());
+        let result = if rows == 1 {
+            let kept = self.states.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut state = match kept {
+                Some(state) => state,
+                None => self.single.spawn().map_err(|e| format!("{e:#}"))?,
+            };
+            let result = state.run(inputs).map_err(|e| format!("{e:#}"))?;
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            // One per inference thread is all that can be in use at once.
+            if states.len() < MAX_KEPT_STATES {
+                states.push(state);
+            }
+            result
+        } else {
+            self.plan.run(inputs).map_err(|e| format!("{e:#}"))?
+        };
         result
             .iter()
             .zip(&self.outputs)

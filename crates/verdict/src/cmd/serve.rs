@@ -45,6 +45,9 @@ pub struct Args {
     /// Allow listening beyond loopback without API keys.
     #[arg(long, env = "VERDICT_ALLOW_PUBLIC")]
     pub allow_public: bool,
+    /// Threads that run in-process (ONNX) models (default: half the cores, at least 1).
+    #[arg(long, env = "VERDICT_INFERENCE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub inference_threads: Option<u16>,
 }
 
 /// `verdict.toml`.
@@ -65,6 +68,7 @@ pub struct FileConfig {
     fsync_spin_ms: Option<u64>,
     store: Option<String>,
     read_models: Option<String>,
+    inference_threads: Option<u16>,
 }
 
 /// Reads `verdict.toml` (or `config`), empty when there is none.
@@ -147,6 +151,11 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
         config.fsync_spin = Duration::from_millis(ms);
     }
     config.models = file.models.into_iter().collect();
+    match args.inference_threads.or(file.inference_threads) {
+        Some(0) => bail!("inference_threads must be at least 1"),
+        Some(n) => config.inference_threads = Some(usize::from(n)),
+        None => {}
+    }
     Ok((listen, config))
 }
 

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod projector;
 pub mod queries;
 pub mod readmodel;
+pub mod scan;
 pub mod service;
 
 pub use error::AppError;

@@ -489,6 +489,15 @@ impl ExperimentView {
     }
 }
 
+/// A traffic payload's fields: the plain shape verdict writes through the fast scanner
+/// ([`crate::scan`]), anything else through serde_json (same answers, property-tested).
+fn decode_fields(payload: &[u8]) -> Result<Fields<'_>, serde_json::Error> {
+    match crate::scan::fields(payload) {
+        Some(f) => Ok(f),
+        None => serde_json::from_slice(payload),
+    }
+}
+
 /// A stored event parsed without the read model, so parsing can run on other threads
 /// than applying ([`ReadModel::apply_prepared`]).
 #[derive(Debug)]
@@ -505,7 +514,7 @@ impl Prepared {
     /// Parses a stored event the way [`ReadModel::apply_stored`] would.
     pub fn of_stored(event_type: &str, schema_version: u32, payload: &[u8]) -> Self {
         if let Some(kind) = Traffic::of(event_type).filter(|_| schema_version == 1) {
-            return match serde_json::from_slice::<Fields<'_>>(payload) {
+            return match decode_fields(payload) {
                 Ok(f) => Prepared::Traffic(kind, f.into_owned()),
                 Err(e) => Prepared::Bad(verdict_core::event::DecodeError::Malformed {
                     event_type: event_type.to_owned(),
@@ -622,7 +631,7 @@ impl ReadModel {
             return Ok(());
         }
         if let Some(kind) = Traffic::of(event_type).filter(|_| schema_version == 1) {
-            let f: Fields<'_> = serde_json::from_slice(payload).map_err(|e| {
+            let f: Fields<'_> = decode_fields(payload).map_err(|e| {
                 verdict_core::event::DecodeError::Malformed {
                     event_type: event_type.to_owned(),
                     version: schema_version,

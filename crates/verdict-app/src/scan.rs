@@ -240,7 +240,9 @@ impl<'a> Scanner<'a> {
             b'n' => return self.null().then_some(()),
             _ => return self.number().map(|_| ()),
         }
-        let mut stack: Vec<u8> = Vec::new();
+        // The open brackets as a bit stack (1 = object), so skipping allocates nothing;
+        // deeper than 128 goes to serde_json, whose own limit is 128.
+        let (mut kinds, mut depth) = (0u128, 0u32);
         loop {
             match self.next()? {
                 b'"' => loop {
@@ -252,16 +254,24 @@ impl<'a> Scanner<'a> {
                         _ => {}
                     }
                 },
-                c @ (b'{' | b'[') => stack.push(if c == b'{' { b'}' } else { b']' }),
-                c @ (b'}' | b']') => {
-                    if stack.pop()? != c {
+                c @ (b'{' | b'[') => {
+                    if depth == 128 {
                         return None;
                     }
+                    kinds = kinds << 1 | u128::from(c == b'{');
+                    depth += 1;
+                }
+                c @ (b'}' | b']') => {
+                    if depth == 0 || (kinds & 1 == 1) != (c == b'}') {
+                        return None;
+                    }
+                    kinds >>= 1;
+                    depth -= 1;
                 }
                 // Scalars and separators inside the brackets.
                 _ => continue,
             }
-            if stack.is_empty() {
+            if depth == 0 {
                 return Some(());
             }
         }
@@ -335,6 +345,8 @@ mod tests {
             br#"{"experiment_id":"e","user_id":"u","amount":01}"#,
             br#"{"experiment_id":"e","user_id":"u","amount":.5}"#,
             br#"{"experiment_id":"e","user_id":"u","input":[1,2}"#,
+            br#"{"experiment_id":"e","user_id":"u","input":[1,2},"x":1}"#,
+            br#"{"experiment_id":"e","user_id":"u","input":{"a":1],"x":1}"#,
             br#"{}"#,
             b"",
         ] {

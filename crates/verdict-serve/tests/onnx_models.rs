@@ -289,16 +289,14 @@ impl verdict_serve::onnx::Session for Gate {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saturated_inference_pool_refuses_as_overloaded_and_recovers() {
-    use verdict_serve::onnx::InferencePool;
-    let pool = InferencePool::new(1, 1);
-    let model = load("rec-v1").with_pool(pool.clone());
-    let input = json!({"user_id": "u1", "context": "home"});
-    let (_, model_time) = model.predict_timed("u1", &input).await.unwrap();
-    assert!(model_time.is_some(), "in-process models report model time");
-
-    // One run held on the only thread, one waiting in the only queue slot.
+/// Fills a one-thread, one-slot pool: one gated run held on the thread, one waiting in the
+/// slot. Returns the gate (send twice to release both) and whether the held run succeeded.
+async fn fill(
+    pool: &verdict_serve::onnx::InferencePool,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    impl std::future::Future<Output = bool>,
+) {
     let (go, rx) = std::sync::mpsc::channel();
     let gate: std::sync::Arc<dyn verdict_serve::onnx::Session> =
         std::sync::Arc::new(Gate(std::sync::Mutex::new(rx)));
@@ -312,13 +310,31 @@ async fn a_saturated_inference_pool_refuses_as_overloaded_and_recovers() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
+    // The future keeps the gate (and so its receiver) alive until the test is done with it.
+    (go, async move {
+        let _gate = gate;
+        running.await.unwrap().is_ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_inference_pool_refuses_as_overloaded_and_recovers() {
+    use verdict_serve::onnx::InferencePool;
+    let pool = InferencePool::new(1, 1);
+    let model = load("rec-v1").with_pool(pool.clone());
+    let input = json!({"user_id": "u1", "context": "home"});
+    let (_, model_time) = model.predict_timed("u1", &input).await.unwrap();
+    assert!(model_time.is_some(), "in-process models report model time");
+
+    // One run held on the only thread, one waiting in the only queue slot.
+    let (go, running) = fill(&pool).await;
     let e = model.predict("u1", &input).await.unwrap_err();
     assert_eq!(e.kind(), "overloaded", "{e}");
     assert!(e.to_string().contains("inference pool full"), "{e}");
 
     go.send(()).unwrap();
     go.send(()).unwrap();
-    assert!(running.await.unwrap().is_ok());
+    assert!(running.await);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while pool.pending() > 0 {
         assert!(std::time::Instant::now() < deadline, "pool never drained");
@@ -338,21 +354,10 @@ async fn a_registry_given_a_pool_runs_its_models_there() {
 
     // Fill that pool (one run held, one queued): the registry's model is refused, so it
     // runs there and not on the process-wide pool.
-    let (go, rx) = std::sync::mpsc::channel();
-    let gate: std::sync::Arc<dyn verdict_serve::onnx::Session> =
-        std::sync::Arc::new(Gate(std::sync::Mutex::new(rx)));
-    let running = pool.submit(gate.clone(), 1, vec![0.0]).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pool.submit(gate.clone(), 1, vec![0.0]).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pool never took the job"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    let (go, running) = fill(&pool).await;
     let e = model.predict("u1", &input).await.unwrap_err();
     assert_eq!(e.kind(), "overloaded", "{e}");
     go.send(()).unwrap();
     go.send(()).unwrap();
-    assert!(running.await.unwrap().is_ok());
+    assert!(running.await);
 }

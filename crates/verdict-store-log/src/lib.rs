@@ -2,8 +2,10 @@
 //! [`EventStore`].
 //!
 //! * Segments of CRC32C-framed records in one directory (bytes in `FORMAT.md`).
-//! * One writer thread assigns gap-free positions and commits groups of appends with one
+//! * One writer at a time assigns gap-free positions and commits groups of appends with one
 //!   `write` and one `fdatasync`; an append is acknowledged only after its group's fsync.
+//!   Under load a writer thread forms the groups; an append that finds the log idle commits
+//!   itself, on its own thread, with no hand-off (see `writer`).
 //! * An in-memory index (`index`) rebuilt from the segments on open.
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
@@ -28,8 +30,8 @@ mod writer;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,7 +44,7 @@ pub use recovery::{check, CheckReport, RepairOutcome, SegmentInfo, Status};
 pub use storage::{FaultyStorage, StdStorage, Storage};
 
 use index::Index;
-use writer::{Request, Writer};
+use writer::{Core, Request, Writer};
 
 /// Errors of opening, checking and repairing a log directory.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +104,12 @@ pub struct LogOptions {
     /// tick: ~4 ms instead of ~0.2 ms. A spinning helper thread avoids that, at the price of
     /// one core spinning while a sync is in flight. Leave it off on bare metal.
     pub spin_during_sync: std::time::Duration,
+    /// Let an append that finds the log idle (writer thread parked, nothing queued, the last
+    /// group a single append) write and fsync on its own thread, under
+    /// `tokio::task::block_in_place`, instead of handing it to the writer thread and waiting
+    /// to be woken. Only on tokio's multi-threaded runtime; elsewhere appends always queue.
+    /// Durability and ordering are the same either way.
+    pub inline_commit: bool,
 }
 
 impl Default for LogOptions {
@@ -113,6 +121,7 @@ impl Default for LogOptions {
             queue_capacity: 8192,
             storage: Arc::new(StdStorage),
             spin_during_sync: std::time::Duration::ZERO,
+            inline_commit: true,
         }
     }
 }
@@ -158,6 +167,11 @@ pub(crate) struct Shared {
     head_rx: watch::Receiver<u64>,
     /// Set once, by the writer, when an I/O error stopped it.
     poison: OnceLock<String>,
+    /// The writer thread has a group in hand (from receiving it to answering it).
+    writer_busy: AtomicBool,
+    /// Appends in the last committed group; above one, the log is under load and appends
+    /// queue for group commit rather than commit inline.
+    last_group: AtomicUsize,
 }
 
 /// A segment as readers see it.
@@ -182,6 +196,9 @@ impl Segment {
 #[derive(Clone, Debug)]
 pub struct LogStore {
     shared: Arc<Shared>,
+    core: Arc<Mutex<Core>>,
+    /// `LogOptions::inline_commit`.
+    inline: bool,
     tx: mpsc::Sender<Request>,
     stopped: watch::Receiver<bool>,
     dir: PathBuf,
@@ -317,6 +334,8 @@ impl LogStore {
             group_appends: AtomicU64::new(0),
             head_rx,
             poison: OnceLock::new(),
+            writer_busy: AtomicBool::new(false),
+            last_group: AtomicUsize::new(0),
         });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let spinner = if options.spin_during_sync.is_zero() {
@@ -327,19 +346,24 @@ impl LogStore {
                     .map_err(|e| LogError::io("starting the spinner thread".into(), e))?,
             )
         };
-        let writer = Writer {
-            shared: Arc::clone(&shared),
+        let inline = options.inline_commit;
+        let core = Arc::new(Mutex::new(Core {
             options,
             storage,
             dir: dir.clone(),
-            active,
+            active: Some(active),
             active_no,
             active_len,
             next_position,
-            head_tx,
-            stopped_tx,
-            lock,
+            head_tx: Some(head_tx),
+            lock: Some(lock),
             spinner,
+            buf: Vec::with_capacity(1 << 20),
+        }));
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            core: Arc::clone(&core),
+            stopped_tx,
         };
         std::thread::Builder::new()
             .name("verdict-log-writer".into())
@@ -347,6 +371,8 @@ impl LogStore {
             .map_err(|e| LogError::io("starting the writer thread".into(), e))?;
         Ok(Self {
             shared,
+            core,
+            inline,
             tx,
             stopped,
             dir,
@@ -380,6 +406,41 @@ impl LogStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         read_all(&self.shared, from_position, max)
+    }
+
+    /// Commits `events` on this thread if the log is idle (see `LogOptions::inline_commit`);
+    /// gives them back otherwise.
+    fn try_inline(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<Result<AppendResult, StoreError>, Vec<EventData>> {
+        let idle = self.inline
+            && !self.shared.writer_busy.load(Ordering::SeqCst)
+            && self.shared.last_group.load(Ordering::Relaxed) <= 1
+            && self.tx.capacity() == self.tx.max_capacity();
+        // block_in_place panics on the current-thread runtime.
+        if !idle
+            || !tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            return Err(events);
+        }
+        let mut core = match self.core.try_lock() {
+            Ok(core) => core,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(events),
+        };
+        let appends = [(stream.to_owned(), expected, events)];
+        // The worker's other tasks move to another thread while this one writes and syncs.
+        let committed = tokio::task::block_in_place(|| core.commit(&self.shared, &appends));
+        drop(core);
+        self.shared.last_group.store(1, Ordering::Relaxed);
+        Ok(match committed {
+            Ok(mut outcomes) => outcomes.pop().expect("one outcome per append"),
+            Err(e) => Err(e.to_store_error()),
+        })
     }
 
     fn unavailable(&self) -> StoreError {
@@ -564,6 +625,10 @@ impl EventStore for LogStore {
         if let Some(reason) = self.shared.poison.get() {
             return Err(StoreError::Unavailable(writer::poisoned_message(reason)));
         }
+        let events = match self.try_inline(stream, expected, events) {
+            Ok(committed) => return committed,
+            Err(events) => events,
+        };
         let (reply, answer) = oneshot::channel();
         let req = Request::Append {
             stream: stream.to_owned(),

@@ -1,12 +1,17 @@
-//! The single writer: one OS thread that owns the active segment, assigns positions, and
-//! commits groups of appends with one `write` and one `fdatasync` each.
+//! The writer: the state that appends to the active segment (`Core`, behind a mutex), and
+//! the thread that commits queued appends in groups with one `write` and one `fdatasync`.
 //!
-//! A thread rather than a tokio task because `write` and `fdatasync` block; callers talk to
-//! it over a bounded channel (their backpressure) and get answers on oneshots.
+//! Two ways into `Core`, one at a time (the mutex): the writer thread, for appends queued on
+//! its bounded channel (their backpressure; answers on oneshots), and, when the log is idle,
+//! the appending task itself (`LogStore::append` under `block_in_place`). The second saves
+//! two cross-thread wake-ups per append, which on a VM's idle vCPUs cost more than the
+//! fsync; under load the channel forms the groups. Whoever holds the mutex assigns
+//! positions, writes, syncs and publishes the head, so the order of groups on disk is the
+//! order of their positions either way.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use verdict_store::{AppendResult, EventData, ExpectedVersion, StoreError};
@@ -34,47 +39,84 @@ pub(crate) enum Request {
     Close,
 }
 
-/// Everything the writer thread owns.
-pub(crate) struct Writer {
-    pub shared: Arc<Shared>,
+/// The appending side of the log: whoever holds its mutex may commit.
+pub(crate) struct Core {
     pub options: LogOptions,
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
-    pub active: Box<dyn LogFile>,
+    /// The active segment; `None` once closed.
+    pub active: Option<Box<dyn LogFile>>,
     /// Segment number of `active`.
     pub active_no: u32,
     /// Bytes in `active` (all durable).
     pub active_len: u64,
     /// Position the next event gets.
     pub next_position: u64,
-    pub head_tx: watch::Sender<u64>,
-    pub stopped_tx: watch::Sender<bool>,
-    pub lock: DirLock,
+    /// `None` once closed: dropping it ends subscriptions once they caught up.
+    pub head_tx: Option<watch::Sender<u64>>,
+    /// Held until closed.
+    pub lock: Option<DirLock>,
     /// Spins during fsyncs, see `LogOptions::spin_during_sync`.
     pub spinner: Option<Spinner>,
+    /// The encoding buffer, reused between groups.
+    pub buf: Vec<u8>,
 }
 
-/// An append as the writer handles it: stream, expectation, events, where to answer.
-type Append = (
-    String,
-    ExpectedVersion,
-    Vec<EventData>,
-    oneshot::Sender<Result<AppendResult, StoreError>>,
-);
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("dir", &self.dir)
+            .field("open", &self.active.is_some())
+            .field("active_no", &self.active_no)
+            .field("active_len", &self.active_len)
+            .field("next_position", &self.next_position)
+            .finish_non_exhaustive()
+    }
+}
 
-type Reply = (
-    oneshot::Sender<Result<AppendResult, StoreError>>,
-    Result<AppendResult, StoreError>,
-);
+/// Locks `core`, ignoring poison: a panic inside `commit` leaves no half-made state that
+/// the next commit would trust (the head only moves after a complete fsync).
+pub(crate) fn lock_core(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The writer thread.
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub core: Arc<Mutex<Core>>,
+    pub stopped_tx: watch::Sender<bool>,
+}
+
+/// One append of a group: stream, expectation, events.
+pub(crate) type Append = (String, ExpectedVersion, Vec<EventData>);
+
+/// Why a commit failed: the writer is poisoned with this reason (or was closed).
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    Poisoned(String),
+    Closed,
+}
+
+impl CommitError {
+    pub(crate) fn to_store_error(&self) -> StoreError {
+        match self {
+            Self::Poisoned(reason) => StoreError::Unavailable(poisoned_message(reason)),
+            Self::Closed => StoreError::Unavailable("the log store is closed".into()),
+        }
+    }
+}
 
 impl Writer {
     /// The thread's body: runs until closed, all handles dropped, or poisoned.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    pub fn run(self, mut rx: mpsc::Receiver<Request>) {
         let mut group: Vec<Request> = Vec::new();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         // Appends in the previous group: the writers it answered are likely about to send again.
         let mut last_group = 0usize;
         while let Some(first) = rx.blocking_recv() {
+            self.shared.writer_busy.store(true, Ordering::SeqCst);
+            // Taking the mutex may wait for an inline commit; whatever queues meanwhile
+            // joins this group.
+            let mut core = lock_core(&self.core);
             // Group commit: take everything queued, up to the limits. If fewer appends are
             // queued than the last group had, wait a little (yielding, at most GATHER) for the
             // writers just answered to come back; otherwise groups alternate between a few
@@ -82,8 +124,8 @@ impl Writer {
             let mut bytes = request_bytes(&first);
             group.push(first);
             let deadline = std::time::Instant::now() + GATHER;
-            while group.len() < self.options.max_group_appends
-                && bytes < self.options.max_group_bytes
+            while group.len() < core.options.max_group_appends
+                && bytes < core.options.max_group_bytes
             {
                 match rx.try_recv() {
                     Ok(req) => {
@@ -98,118 +140,139 @@ impl Writer {
             }
             last_group = group.len();
             let mut closing = false;
-            let appends: Vec<_> = group
-                .drain(..)
-                .filter_map(|req| match req {
+            let mut appends = Vec::with_capacity(group.len());
+            let mut replies = Vec::with_capacity(group.len());
+            for req in group.drain(..) {
+                match req {
                     Request::Append {
                         stream,
                         expected,
                         events,
                         reply,
-                    } => Some((stream, expected, events, reply)),
-                    Request::Close => {
-                        closing = true;
-                        None
+                    } => {
+                        appends.push((stream, expected, events));
+                        replies.push(reply);
                     }
-                })
-                .collect();
+                    Request::Close => closing = true,
+                }
+            }
             if closing {
                 // Refuse new requests; those already queued are still committed.
                 rx.close();
             }
-            if appends.is_empty() {
-                continue;
-            }
-            if let Err(reason) = self.commit(appends, &mut buf) {
-                let reason = self.shared.poison.get_or_init(|| reason).clone();
+            let failed = if appends.is_empty() {
+                None
+            } else {
+                match core.commit(&self.shared, &appends) {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            let _ = reply.send(outcome);
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_store_error()));
+                        }
+                        Some(e)
+                    }
+                }
+            };
+            self.shared
+                .last_group
+                .store(appends.len(), Ordering::Relaxed);
+            drop(core);
+            self.shared.writer_busy.store(false, Ordering::SeqCst);
+            if let Some(e) = failed {
                 rx.close();
                 while let Some(req) = rx.blocking_recv() {
                     if let Request::Append { reply, .. } = req {
-                        let _ = reply.send(Err(StoreError::Unavailable(poisoned_message(&reason))));
+                        let _ = reply.send(Err(e.to_store_error()));
                     }
                 }
                 break;
             }
         }
-        let Writer {
-            active,
-            lock,
-            head_tx,
-            stopped_tx,
-            ..
-        } = self;
-        drop(active);
-        drop(head_tx); // ends subscriptions once they caught up
-        drop(lock);
-        stopped_tx.send_replace(true);
+        // Closed (or every handle dropped): release the files and the directory lock under
+        // the mutex, so no inline commit can start after this.
+        lock_core(&self.core).close();
+        self.stopped_tx.send_replace(true);
     }
+}
 
-    /// Decides, encodes, writes and syncs one group, then answers it. On an I/O error every
-    /// append of the group is answered with the error, and the error is returned: the writer
-    /// is poisoned (after a failed fsync the kernel may have dropped the dirty pages, so
-    /// retrying could acknowledge data that is not on disk).
-    fn commit(&mut self, appends: Vec<Append>, buf: &mut Vec<u8>) -> Result<(), String> {
+impl Core {
+    /// Decides, encodes, writes and syncs one group and returns each append's outcome, in
+    /// order. On an I/O error nothing of the group is acknowledged and the writer is
+    /// poisoned (after a failed fsync the kernel may have dropped the dirty pages, so
+    /// retrying could acknowledge data that is not on disk); later commits fail at once.
+    pub fn commit(
+        &mut self,
+        shared: &Shared,
+        appends: &[Append],
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, CommitError> {
+        if let Some(reason) = shared.poison.get() {
+            return Err(CommitError::Poisoned(reason.clone()));
+        }
+        if self.active.is_none() {
+            return Err(CommitError::Closed);
+        }
         // Poison before answering, so a caller that saw the error also sees the poison.
-        let fail = |shared: &Shared, replies: Vec<Reply>, reason: String| {
-            let reason = shared.poison.get_or_init(|| reason).clone();
-            for (reply, _) in replies {
-                let _ = reply.send(Err(StoreError::Unavailable(poisoned_message(&reason))));
-            }
-            reason
-        };
+        let poison =
+            |reason: String| CommitError::Poisoned(shared.poison.get_or_init(|| reason).clone());
         if self.active_len >= self.options.segment_size {
-            if let Err(e) = self.roll() {
-                let replies = appends
-                    .into_iter()
-                    .map(|(_, _, _, r)| (r, Ok(dummy())))
-                    .collect();
-                return Err(fail(
-                    &self.shared,
-                    replies,
-                    format!("creating a new segment: {e}"),
-                ));
+            if let Err(e) = self.roll(shared) {
+                return Err(poison(format!("creating a new segment: {e}")));
             }
         }
+        let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let group_first = self.next_position;
-        let mut replies: Vec<Reply> = Vec::with_capacity(appends.len());
+        let mut outcomes = Vec::with_capacity(appends.len());
         {
-            let shared = Arc::clone(&self.shared);
             let mut idx = shared.index.write().unwrap_or_else(|e| e.into_inner());
-            for (stream, expected, events, reply) in appends {
-                let outcome = self.decide(&mut idx, &stream, expected, &events, group_first, buf);
-                replies.push((reply, outcome));
+            for (stream, expected, events) in appends {
+                let outcome =
+                    self.decide(&mut idx, stream, *expected, events, group_first, &mut buf);
+                outcomes.push(outcome);
             }
         }
-        if !buf.is_empty() {
-            if let Err(e) = write_all(&mut *self.active, buf) {
-                return Err(fail(
-                    &self.shared,
-                    replies,
-                    format!("write to segment {} failed: {e}", self.active_no),
-                ));
-            }
-            let spin = self.spinner.as_ref().map(Spinner::start);
-            let synced = self.active.sync_data();
-            drop(spin);
-            if let Err(e) = synced {
-                return Err(fail(
-                    &self.shared,
-                    replies,
-                    format!("fdatasync of segment {} failed: {e}", self.active_no),
-                ));
-            }
-            self.active_len += buf.len() as u64;
-            let head = self.next_position - 1;
-            self.shared.head.store(head, Ordering::Release);
-            self.shared.groups.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .group_appends
-                .fetch_add(replies.len() as u64, Ordering::Relaxed);
-            self.head_tx.send_replace(head);
+        let result = if buf.is_empty() {
+            Ok(outcomes)
+        } else {
+            self.write_and_sync(shared, &buf)
+                .map(|()| {
+                    shared
+                        .group_appends
+                        .fetch_add(appends.len() as u64, Ordering::Relaxed);
+                    outcomes
+                })
+                .map_err(poison)
+        };
+        self.buf = buf;
+        result
+    }
+
+    /// Writes the encoded group and syncs it; on success publishes the new head.
+    fn write_and_sync(&mut self, shared: &Shared, buf: &[u8]) -> Result<(), String> {
+        let active = self.active.as_mut().expect("checked by commit");
+        if let Err(e) = write_all(&mut **active, buf) {
+            return Err(format!("write to segment {} failed: {e}", self.active_no));
         }
-        for (reply, outcome) in replies {
-            let _ = reply.send(outcome);
+        let spin = self.spinner.as_ref().map(Spinner::start);
+        let synced = active.sync_data();
+        drop(spin);
+        if let Err(e) = synced {
+            return Err(format!(
+                "fdatasync of segment {} failed: {e}",
+                self.active_no
+            ));
+        }
+        self.active_len += buf.len() as u64;
+        let head = self.next_position - 1;
+        shared.head.store(head, Ordering::Release);
+        shared.groups.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = &self.head_tx {
+            tx.send_replace(head);
         }
         Ok(())
     }
@@ -294,15 +357,23 @@ impl Writer {
 
     /// Starts a new segment named by the next position: create, write the header, fsync the
     /// file and the directory, and only then put records in it.
-    fn roll(&mut self) -> std::io::Result<()> {
+    fn roll(&mut self, shared: &Shared) -> std::io::Result<()> {
         let (file, read) = create_segment(&*self.storage, &self.dir, self.next_position)?;
-        let mut files = self.shared.files.write().unwrap_or_else(|e| e.into_inner());
+        let mut files = shared.files.write().unwrap_or_else(|e| e.into_inner());
         files.push(Arc::new(read));
         self.active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
         drop(files);
-        self.active = file;
+        self.active = Some(file);
         self.active_len = SEGMENT_HEADER_LEN as u64;
         Ok(())
+    }
+
+    /// Releases the active segment, ends subscriptions (once caught up) and drops the
+    /// directory lock; later commits fail with `CommitError::Closed`.
+    fn close(&mut self) {
+        self.active = None;
+        self.head_tx = None;
+        self.lock = None;
     }
 }
 
@@ -339,14 +410,6 @@ fn request_bytes(req: &Request) -> usize {
             .map(|e| 96 + e.payload.len() + e.metadata.len())
             .sum(),
         Request::Close => 0,
-    }
-}
-
-fn dummy() -> AppendResult {
-    AppendResult {
-        first_position: 0,
-        last_position: 0,
-        stream_version: 0,
     }
 }
 

@@ -9,6 +9,8 @@ use verdict_store::conformance::model;
 // Segments of 4 KiB, so the suite crosses many segment boundaries.
 verdict_store::conformance_tests!(log_small_segments, LogFactory::new(4096));
 verdict_store::conformance_tests!(log_default_segments, LogFactory::new(256 << 20));
+// Appends that always queue for the writer thread (no inline commits).
+verdict_store::conformance_tests!(log_queued_only, LogFactory::queued(4096));
 // The fsync spinner must change nothing but timing.
 verdict_store::conformance_tests!(log_spinning, LogFactory::spinning(64 << 10));
 

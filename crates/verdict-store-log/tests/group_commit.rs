@@ -1,6 +1,7 @@
 //! Group commit, observed through a file layer whose `fdatasync` waits for the test's
 //! permission: nothing is acknowledged or visible before its fsync returns, and appends that
-//! queue up during one fsync share the next one.
+//! queue up during one fsync share the next one. An append that finds the log idle syncs on
+//! its own thread; appends that queue are committed by the writer thread.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -27,6 +28,8 @@ struct GateState {
     syncs_started: u64,
     syncs_done: u64,
     open: bool,
+    /// The name of the thread that ran each fsync, in order.
+    syncers: Vec<String>,
 }
 
 impl Gate {
@@ -46,6 +49,10 @@ impl Gate {
     }
 
     /// Waits until `n` fsyncs have started (and are blocked).
+    fn syncers(&self) -> Vec<String> {
+        self.state.lock().unwrap().syncers.clone()
+    }
+
     fn wait_started(&self, n: u64) {
         let s = self.state.lock().unwrap();
         let (_s, timeout) = self
@@ -73,6 +80,11 @@ impl LogFile for GatedFile {
     fn sync_data(&mut self) -> io::Result<()> {
         let mut s = self.gate.state.lock().unwrap();
         s.syncs_started += 1;
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        s.syncers.push(name);
         self.gate.changed.notify_all();
         let mut s = self
             .gate
@@ -113,6 +125,53 @@ impl Storage for GatedStorage {
     }
 }
 
+/// The writer thread's name (`verdict-log-writer`).
+const WRITER: &str = "verdict-log-writer";
+
+/// Opens a store on an always-open gate and makes `n` appends one after another; returns
+/// the names of the threads that synced them.
+async fn sequential_syncers(inline_commit: bool, n: u64) -> Vec<String> {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    gate.open_forever();
+    let options = LogOptions {
+        storage: Arc::new(GatedStorage(Arc::clone(&gate))),
+        inline_commit,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(tmp.path(), options).unwrap();
+    let (_, base, _) = gate.snapshot();
+    for i in 0..n {
+        let r = store
+            .append("s", ExpectedVersion::Exact(i), events("E", 1))
+            .await
+            .unwrap();
+        assert_eq!(r.first_position, i + 1);
+    }
+    store.close().await.unwrap();
+    let syncers = gate.syncers();
+    assert_eq!(syncers.len() as u64, base + n, "one fsync per append");
+    syncers[base as usize..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_an_idle_log_sync_on_their_own_thread_unless_inline_commit_is_off() {
+    let inline = sequential_syncers(true, 20).await;
+    assert!(
+        inline.iter().all(|t| t != WRITER),
+        "an idle log's appends went to the writer thread: {inline:?}"
+    );
+    let queued = sequential_syncers(false, 20).await;
+    assert!(queued.iter().all(|t| t == WRITER), "{queued:?}");
+}
+
+#[tokio::test]
+async fn on_the_current_thread_runtime_appends_always_go_to_the_writer_thread() {
+    // block_in_place would panic here.
+    let syncers = sequential_syncers(true, 5).await;
+    assert!(syncers.iter().all(|t| t == WRITER), "{syncers:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends_share_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -125,7 +184,7 @@ async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends
     let store = Arc::new(LogStore::open(tmp.path(), options).unwrap());
     let (_, base_syncs, _) = gate.snapshot();
 
-    // One append: written, then stuck in its fsync.
+    // One append to the idle log: written by its own task's thread, then stuck in its fsync.
     let first = {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
@@ -190,6 +249,16 @@ async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends
         "fifty waiting appends should share one fsync"
     );
     assert_eq!(done, syncs);
+    let syncers = gate.syncers();
+    assert_ne!(
+        syncers[base_syncs as usize], WRITER,
+        "the append to an idle log should sync on its own thread"
+    );
+    assert_eq!(
+        syncers[base_syncs as usize + 1],
+        WRITER,
+        "the queued group belongs to the writer thread"
+    );
     assert!(
         writes <= base_syncs + 2,
         "one write per group: {writes} writes"

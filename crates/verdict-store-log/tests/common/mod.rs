@@ -15,6 +15,7 @@ type Made = (Arc<dyn EventStore>, PathBuf, tempfile::TempDir);
 pub struct LogFactory {
     pub segment_size: u64,
     pub spin: std::time::Duration,
+    pub inline_commit: bool,
     dirs: Mutex<Vec<Made>>,
 }
 
@@ -23,6 +24,7 @@ impl LogFactory {
         Self {
             segment_size,
             spin: std::time::Duration::ZERO,
+            inline_commit: true,
             dirs: Mutex::new(Vec::new()),
         }
     }
@@ -35,10 +37,19 @@ impl LogFactory {
         }
     }
 
+    /// With `inline_commit` off: every append goes through the writer thread.
+    pub fn queued(segment_size: u64) -> Self {
+        Self {
+            inline_commit: false,
+            ..Self::new(segment_size)
+        }
+    }
+
     pub fn options(&self) -> LogOptions {
         LogOptions {
             segment_size: self.segment_size,
             spin_during_sync: self.spin,
+            inline_commit: self.inline_commit,
             ..LogOptions::default()
         }
     }

@@ -306,6 +306,17 @@ impl LogStore {
         let next_position = scan.head + 1;
         let (active, active_len) = match segments.pop() {
             Some(last) => {
+                if last.file_len > last.valid_len {
+                    // Zeros the last run preallocated: cut them, so appends go on from the
+                    // end of the data (and the file says where that is).
+                    let cut = |e| LogError::io(format!("trimming {}", last.path.display()), e);
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&last.path)
+                        .map_err(cut)?;
+                    f.set_len(last.valid_len).map_err(cut)?;
+                    f.sync_data().map_err(cut)?;
+                }
                 let file = storage
                     .open_append(&last.path)
                     .map_err(|e| LogError::io(format!("opening {}", last.path.display()), e))?;
@@ -359,6 +370,7 @@ impl LogStore {
             lock: Some(lock),
             spinner,
             buf: Vec::with_capacity(1 << 20),
+            zeroed_to: 0,
         }));
         let writer = Writer {
             shared: Arc::clone(&shared),

@@ -212,6 +212,16 @@ pub fn scan(
             }
         }
         segments.push(info(&path, name_pos, records, batch_start, file_len));
+        // Zeros from a batch boundary to the end of the last segment are space the writer
+        // preallocated (`LogFile::preallocate`), not damage: the log ends there, cleanly.
+        if last
+            && batch.is_empty()
+            && damage
+                .as_ref()
+                .is_some_and(|(at, _)| data[*at..].iter().all(|&b| b == 0))
+        {
+            continue;
+        }
         let torn = |discarded| Status::TornTail {
             segment: path.clone(),
             truncate_at: batch_start as u64,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,38 +28,93 @@ pub trait LogFile: Send {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// `fdatasync(2)`: makes the written bytes durable.
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Fills the file with zeros up to `len` bytes, past where appends go, without moving
+    /// that point; made durable by the next `sync_data`. Appends then overwrite zeros instead
+    /// of growing the file, and their fdatasync need not commit a new file size (on ext4 a
+    /// journal commit: ~40 µs of every ~120 µs fsync on verdict's machines). Returns false
+    /// if this file does not preallocate (the default).
+    fn preallocate(&mut self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
+    /// Cuts preallocated zeros off, so the file ends where the appends end; made durable by
+    /// the next `sync_data`. Returns whether there was anything to cut (the default: no).
+    fn trim(&mut self) -> io::Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The real file system.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdStorage;
 
-struct StdFile(File);
+/// A real file, written at an offset of its own (not `O_APPEND`, which would write after
+/// the preallocated zeros).
+struct StdFile {
+    file: File,
+    /// Where the next append goes.
+    pos: u64,
+    /// The file's length: `pos` plus any preallocated zeros.
+    len: u64,
+}
+
+impl StdFile {
+    fn at_end(file: File) -> io::Result<Self> {
+        let len = file.metadata()?.len();
+        Ok(Self {
+            file,
+            pos: len,
+            len,
+        })
+    }
+}
+
+/// Zeros for `preallocate`, written a slice at a time.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl LogFile for StdFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        self.len = self.len.max(self.pos);
+        Ok(n)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
+    }
+
+    fn preallocate(&mut self, len: u64) -> io::Result<bool> {
+        while self.len < len {
+            let n = (len - self.len).min(ZEROS.len() as u64) as usize;
+            let wrote = self.file.write_at(&ZEROS[..n], self.len)?;
+            if wrote == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.len += wrote as u64;
+        }
+        Ok(true)
+    }
+
+    fn trim(&mut self) -> io::Result<bool> {
+        if self.len == self.pos {
+            return Ok(false);
+        }
+        self.file.set_len(self.pos)?;
+        self.len = self.pos;
+        Ok(true)
     }
 }
 
 impl Storage for StdStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        Ok(Box::new(StdFile(
-            OpenOptions::new()
-                .append(true)
-                .create_new(true)
-                .open(path)?,
-        )))
+        let file = OpenOptions::new().write(true).create_new(true).open(path)?;
+        Ok(Box::new(StdFile::at_end(file)?))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        Ok(Box::new(StdFile(
-            OpenOptions::new().append(true).open(path)?,
-        )))
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(StdFile::at_end(file)?))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

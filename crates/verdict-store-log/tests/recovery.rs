@@ -1,5 +1,6 @@
 //! Recovery on real files: the last record truncated at every byte offset, bit flips in
-//! every byte of a middle record, torn group writes built by hand, and check/repair.
+//! every byte of a middle record, torn group writes built by hand, preallocated zeros, and
+//! check/repair.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -377,4 +378,120 @@ async fn check_and_repair_refuse_a_log_in_use() {
         verdict_store_log::check_dir(tmp.path()).unwrap().status,
         Status::Clean
     );
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+#[tokio::test]
+async fn the_active_segment_is_preallocated_with_zeros_and_a_closed_log_ends_at_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let options = LogOptions {
+        segment_size: 2000,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(&dir, options.clone()).unwrap();
+    for i in 0..30 {
+        store
+            .append("s", ExpectedVersion::Exact(i), events("E", 1))
+            .await
+            .unwrap();
+    }
+    // While open (as after a kill -9): the last segment runs on in zeros, which recovery
+    // reads as the clean end of the log; earlier segments end at their data.
+    let live = tmp.path().join("live-copy");
+    copy_dir(&dir, &live);
+    let report = recovery::check(&live).unwrap();
+    assert_eq!(report.status, Status::Clean);
+    let (last, earlier) = report.segments.split_last().unwrap();
+    assert!(!earlier.is_empty(), "want several segments");
+    assert!(
+        last.file_len >= last.valid_len + 64 * 1024,
+        "the active segment is not preallocated: {last:?}"
+    );
+    assert!(
+        earlier.iter().all(|s| s.file_len == s.valid_len),
+        "{earlier:?}"
+    );
+    // Opening the copy cuts the zeros and goes on appending after the data.
+    let reopened = LogStore::open(&live, options.clone()).unwrap();
+    assert_eq!(file_len(&last.path), last.valid_len);
+    let r = reopened
+        .append("s", ExpectedVersion::Exact(30), events("E", 1))
+        .await
+        .unwrap();
+    assert_eq!(r.first_position, 31);
+    reopened.close().await.unwrap();
+    assert_eq!(head_of(&live).await, 31);
+
+    // Closed: every segment ends at its data.
+    store.close().await.unwrap();
+    let report = recovery::check(&dir).unwrap();
+    assert_eq!(report.status, Status::Clean);
+    assert!(
+        report.segments.iter().all(|s| s.file_len == s.valid_len),
+        "{:?}",
+        report.segments
+    );
+    assert_eq!(head_of(&dir).await, 30);
+}
+
+#[tokio::test]
+async fn zeros_after_the_last_batch_are_a_clean_end_but_zeros_ending_an_earlier_segment_are_damage()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let options = LogOptions {
+        segment_size: 600,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(&dir, options.clone()).unwrap();
+    for i in 0..20 {
+        store
+            .append("s", ExpectedVersion::Exact(i), events("E", 1))
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    let segments = recovery::list_segments(&dir).unwrap();
+    assert!(segments.len() >= 3, "want several segments");
+
+    let last = tmp.path().join("zeros-last");
+    copy_dir(&dir, &last);
+    let path = last.join(segments.last().unwrap().1.file_name().unwrap());
+    let data_len = file_len(&path);
+    set_len(&path, data_len + 10_000);
+    assert_eq!(recovery::check(&last).unwrap().status, Status::Clean);
+    assert_eq!(head_of(&last).await, 20);
+
+    // The same zeros inside the last batch (its end cut off) are a torn tail.
+    let torn = tmp.path().join("zeros-torn");
+    copy_dir(&dir, &torn);
+    let path = torn.join(segments.last().unwrap().1.file_name().unwrap());
+    let mut data = fs::read(&path).unwrap();
+    let n = data.len();
+    data[n - 10..].fill(0);
+    data.extend_from_slice(&[0; 10_000]);
+    fs::write(&path, data).unwrap();
+    assert!(matches!(
+        recovery::check(&torn).unwrap().status,
+        Status::TornTail { .. }
+    ));
+    assert_eq!(head_of(&torn).await, 19);
+
+    // Zeros after the data of an earlier segment: only the last may be preallocated.
+    let earlier = tmp.path().join("zeros-earlier");
+    copy_dir(&dir, &earlier);
+    let path = earlier.join(segments[0].1.file_name().unwrap());
+    set_len(&path, file_len(&path) + 10_000);
+    assert!(matches!(
+        recovery::check(&earlier).unwrap().status,
+        Status::Corrupt { .. }
+    ));
+    assert!(matches!(
+        LogStore::open(&earlier, options),
+        Err(LogError::Corrupt { .. })
+    ));
 }

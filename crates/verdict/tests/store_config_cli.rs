@@ -82,6 +82,14 @@ fn bad_store_configuration_is_a_clear_error() {
         "--listen",
         "127.0.0.1:0",
     ];
+    let workers_config = tempfile_config_named("workers", "worker_threads = 0\n");
+    let zero_workers_file = [
+        "serve",
+        "--config",
+        workers_config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
     let more: &[(&[&str], &str)] = &[
         (
             &[
@@ -94,6 +102,11 @@ fn bad_store_configuration_is_a_clear_error() {
             "--inference-threads",
         ),
         (&zero_threads_file, "inference_threads must be at least 1"),
+        (
+            &["serve", "--worker-threads", "0", "--listen", "127.0.0.1:0"],
+            "--worker-threads",
+        ),
+        (&zero_workers_file, "worker_threads must be at least 1"),
     ];
     for (args, wanted) in cases.iter().chain(more) {
         let (code, stderr) = verdict(args);
@@ -107,7 +120,12 @@ fn bad_store_configuration_is_a_clear_error() {
 
 /// A verdict.toml with `text` in a fresh temporary directory (left for the OS to clean).
 fn tempfile_config(text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("verdict-cfg-{}", std::process::id()));
+    tempfile_config_named("cfg", text)
+}
+
+/// Like `tempfile_config`, in a directory named after `name` (one per config of a test).
+fn tempfile_config_named(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("verdict-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("verdict.toml");
     std::fs::write(&path, text).unwrap();

@@ -48,6 +48,11 @@ pub struct Args {
     /// Threads that run in-process (ONNX) models (default: half the cores, at least 1).
     #[arg(long, env = "VERDICT_INFERENCE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub inference_threads: Option<u16>,
+    /// Async worker threads: HTTP, routing, upstream calls, appends (default: one per core).
+    /// Fewer cuts latency at low load (each hand-off between workers wakes an idle core) and
+    /// throughput under load; see docs/BENCHMARKS.md, "Proxy overhead".
+    #[arg(long, env = "VERDICT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 /// `verdict.toml`.
@@ -69,6 +74,7 @@ pub struct FileConfig {
     store: Option<String>,
     read_models: Option<String>,
     inference_threads: Option<u16>,
+    worker_threads: Option<u16>,
 }
 
 /// Reads `verdict.toml` (or `config`), empty when there is none.
@@ -111,7 +117,7 @@ impl FileConfig {
 }
 
 /// The validated configuration: where to listen and how to serve.
-pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
+pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig, Option<usize>)> {
     let file = file_config(args.config.as_ref())?;
     let data_dir = args
         .data_dir
@@ -156,7 +162,11 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig)> {
         Some(n) => config.inference_threads = Some(usize::from(n)),
         None => {}
     }
-    Ok((listen, config))
+    let workers = match args.worker_threads.or(file.worker_threads) {
+        Some(0) => bail!("worker_threads must be at least 1"),
+        n => n.map(usize::from),
+    };
+    Ok((listen, config, workers))
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -180,11 +190,24 @@ pub(crate) async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The async runtime of `verdict serve`, with `workers` worker threads.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
+/// One async worker per core, as tokio's default.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// Runs `verdict serve` until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
-    let (listen, config) = resolve(&args)?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let (listen, config, workers) = resolve(&args)?;
+    let rt = runtime(workers.unwrap_or_else(default_workers))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

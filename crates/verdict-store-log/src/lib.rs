@@ -5,7 +5,7 @@
 //! * One writer at a time assigns gap-free positions and commits groups of appends with one
 //!   `write` and one `fdatasync`; an append is acknowledged only after its group's fsync.
 //!   Under load a writer thread forms the groups; an append that finds the log idle commits
-//!   itself, on its own (tokio worker) thread, with no hand-off (see `writer`).
+//!   itself, on its own thread, with no hand-off (see `writer`).
 //! * An in-memory index (`index`) rebuilt from the segments on open.
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
@@ -105,10 +105,10 @@ pub struct LogOptions {
     /// one core spinning while a sync is in flight. Leave it off on bare metal.
     pub spin_during_sync: std::time::Duration,
     /// Let an append that finds the log idle (writer thread parked, nothing queued, the last
-    /// group a single append) write and fsync on its own thread, blocking its tokio worker
-    /// for that long, instead of handing it to the writer thread and waiting to be woken.
-    /// Only on tokio's multi-threaded runtime with at least two workers; elsewhere appends
-    /// always queue. Durability and ordering are the same either way.
+    /// group a single append) write and fsync on its own thread, under
+    /// `tokio::task::block_in_place`, instead of handing it to the writer thread and waiting
+    /// to be woken. Only on tokio's multi-threaded runtime; elsewhere appends always queue.
+    /// Durability and ordering are the same either way.
     pub inline_commit: bool,
 }
 
@@ -432,12 +432,10 @@ impl LogStore {
             && !self.shared.writer_busy.load(Ordering::SeqCst)
             && self.shared.last_group.load(Ordering::Relaxed) <= 1
             && self.tx.capacity() == self.tx.max_capacity();
-        // Only where another worker keeps the runtime going meanwhile (see below).
+        // block_in_place panics on the current-thread runtime.
         if !idle
-            || !tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                    && h.metrics().num_workers() >= 2
-            })
+            || !tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
         {
             return Err(events);
         }
@@ -447,11 +445,8 @@ impl LogStore {
             Err(std::sync::TryLockError::WouldBlock) => return Err(events),
         };
         let appends = [(stream.to_owned(), expected, events)];
-        // This blocks the worker for one write + fdatasync (~0.1-0.3 ms), on purpose: only
-        // when the log is idle, i.e. at low load, with other workers free to steal its queued
-        // tasks. `block_in_place` would hand the worker to another thread for every append,
-        // which cost more than it saved (1 connection: p50 427-453 against 356-382 µs).
-        let committed = core.commit(&self.shared, &appends);
+        // The worker's other tasks move to another thread while this one writes and syncs.
+        let committed = tokio::task::block_in_place(|| core.commit(&self.shared, &appends));
         drop(core);
         self.shared.last_group.store(1, Ordering::Relaxed);
         Ok(match committed {

@@ -3,7 +3,7 @@
 //!
 //! Two ways into `Core`, one at a time (the mutex): the writer thread, for appends queued on
 //! its bounded channel (their backpressure; answers on oneshots), and, when the log is idle,
-//! the appending task itself (`LogStore::append`, on its tokio worker). The second saves
+//! the appending task itself (`LogStore::append` under `block_in_place`). The second saves
 //! two cross-thread wake-ups per append, which on a VM's idle vCPUs cost more than the
 //! fsync; under load the channel forms the groups. Whoever holds the mutex assigns
 //! positions, writes, syncs and publishes the head, so the order of groups on disk is the

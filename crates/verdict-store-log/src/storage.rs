@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -199,17 +199,31 @@ impl FaultyStorage {
     }
 }
 
+/// Preallocates like [`StdStorage`] (zeros past the data), so power-cut tests see zero tails.
 struct FaultyFile {
     inner: File,
     plan: Arc<Mutex<Plan>>,
     path: PathBuf,
-    /// Bytes in the file (what `write`s returned), to know what a successful sync covers.
+    /// Bytes appended (what `write`s returned): where the next append goes, and what a
+    /// successful sync makes durable.
     len: u64,
+    /// The file's length: `len` plus preallocated zeros.
+    file_len: u64,
+}
+
+impl FaultyFile {
+    /// Writes all of `buf` at `offset` (the file is not opened for appending).
+    fn put(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, offset)?;
+        self.file_len = self.file_len.max(offset + buf.len() as u64);
+        Ok(())
+    }
 }
 
 impl LogFile for FaultyFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        let plan = Arc::clone(&self.plan);
+        let mut p = plan.lock().unwrap_or_else(|e| e.into_inner());
         p.writes += 1;
         if p.full {
             return Err(io::Error::from_raw_os_error(ENOSPC));
@@ -220,15 +234,15 @@ impl LogFile for FaultyFile {
                 Fault::Short(n) => {
                     p.full = true;
                     let n = n.min(buf.len());
-                    self.inner.write_all(&buf[..n])?;
+                    self.put(&buf[..n], self.len)?;
                     self.len += n as u64;
                     Ok(n)
                 }
             },
             _ => {
-                let n = self.inner.write(buf)?;
-                self.len += n as u64;
-                Ok(n)
+                self.put(buf, self.len)?;
+                self.len += buf.len() as u64;
+                Ok(buf.len())
             }
         }
     }
@@ -250,25 +264,49 @@ impl LogFile for FaultyFile {
         p.durable.insert(self.path.clone(), self.len);
         Ok(())
     }
+
+    fn preallocate(&mut self, len: u64) -> io::Result<bool> {
+        // Under the plan's lock, like writes, so a `frozen` power cut sees a consistent file.
+        let plan = Arc::clone(&self.plan);
+        let p = plan.lock().unwrap_or_else(|e| e.into_inner());
+        if p.full {
+            return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        while self.file_len < len {
+            let n = (len - self.file_len).min(ZEROS.len() as u64) as usize;
+            self.put(&ZEROS[..n], self.file_len)?;
+        }
+        drop(p);
+        Ok(true)
+    }
+
+    fn trim(&mut self) -> io::Result<bool> {
+        let plan = Arc::clone(&self.plan);
+        let _p = plan.lock().unwrap_or_else(|e| e.into_inner());
+        if self.file_len == self.len {
+            return Ok(false);
+        }
+        self.inner.set_len(self.len)?;
+        self.file_len = self.len;
+        Ok(true)
+    }
 }
 
 impl Storage for FaultyStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let inner = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)?;
+        let inner = OpenOptions::new().write(true).create_new(true).open(path)?;
         self.plan().durable.insert(path.to_owned(), 0);
         Ok(Box::new(FaultyFile {
             inner,
             plan: Arc::clone(&self.plan),
             path: path.to_owned(),
             len: 0,
+            file_len: 0,
         }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn LogFile>> {
-        let inner = OpenOptions::new().append(true).open(path)?;
+        let inner = OpenOptions::new().write(true).open(path)?;
         // Opened after recovery: what is there is taken as durable.
         let len = inner.metadata()?.len();
         self.plan().durable.insert(path.to_owned(), len);
@@ -277,6 +315,7 @@ impl Storage for FaultyStorage {
             plan: Arc::clone(&self.plan),
             path: path.to_owned(),
             len,
+            file_len: len,
         }))
     }
 

@@ -185,10 +185,16 @@ async fn a_failure_while_starting_a_segment_poisons_the_writer() {
     let tmp = tempfile::tempdir().unwrap();
     let faults = FaultyStorage::new();
     let store = open_faulty(tmp.path(), &faults);
-    let first = verdict_store_log::recovery::segment_path(tmp.path(), 1);
     let mut acked = 0;
-    // Fill the first segment up to the roll point (8 KiB): the next append starts a segment.
-    while std::fs::metadata(&first).unwrap().len() < 8192 {
+    // Fill the first segment up to the roll point (8 KiB of data; the file runs on in
+    // preallocated zeros): the next append starts a segment.
+    let data_len = || {
+        verdict_store_log::recovery::check(tmp.path())
+            .unwrap()
+            .segments[0]
+            .valid_len
+    };
+    while data_len() < 8192 {
         store
             .append("s", ExpectedVersion::Any, events("E", 10))
             .await

@@ -159,28 +159,40 @@ async fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
     }
 }
 
-#[tokio::test]
-async fn damage_in_an_earlier_segment_is_corruption_and_repair_cuts_it_off_after_a_backup() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("log");
-    let options = LogOptions {
-        segment_size: 600,
-        ..LogOptions::default()
-    };
-    let store = LogStore::open(&dir, options.clone()).unwrap();
-    for i in 0..20 {
+/// Appends single events to stream `s`, versions `from + 1 ..= from + n`, one append each.
+async fn append_singles(store: &LogStore, from: u64, n: u64) {
+    for i in from..from + n {
         store
             .append("s", ExpectedVersion::Exact(i), events("E", 1))
             .await
             .unwrap();
     }
+}
+
+/// A closed log in `dir` of 20 single-event appends in 600-byte segments (at least three);
+/// returns its options and its segments.
+async fn several_segments(dir: &Path) -> (LogOptions, Vec<(u64, PathBuf)>) {
+    let options = LogOptions {
+        segment_size: 600,
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(dir, options.clone()).unwrap();
+    append_singles(&store, 0, 20).await;
     store.close().await.unwrap();
-    let segments = recovery::list_segments(&dir).unwrap();
+    let segments = recovery::list_segments(dir).unwrap();
     assert!(
         segments.len() >= 3,
         "want several segments, got {}",
         segments.len()
     );
+    (options, segments)
+}
+
+#[tokio::test]
+async fn damage_in_an_earlier_segment_is_corruption_and_repair_cuts_it_off_after_a_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (options, segments) = several_segments(&dir).await;
     // Damage the last record of the second segment: later segments make it corruption.
     let (first_pos, second) = segments[1].clone();
     let len = fs::metadata(&second).unwrap().len();
@@ -393,12 +405,7 @@ async fn the_active_segment_is_preallocated_with_zeros_and_a_closed_log_ends_at_
         ..LogOptions::default()
     };
     let store = LogStore::open(&dir, options.clone()).unwrap();
-    for i in 0..30 {
-        store
-            .append("s", ExpectedVersion::Exact(i), events("E", 1))
-            .await
-            .unwrap();
-    }
+    append_singles(&store, 0, 30).await;
     // While open (as after a kill -9): the last segment runs on in zeros, which recovery
     // reads as the clean end of the log; earlier segments end at their data.
     let live = tmp.path().join("live-copy");
@@ -443,20 +450,7 @@ async fn zeros_after_the_last_batch_are_a_clean_end_but_zeros_ending_an_earlier_
 {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let options = LogOptions {
-        segment_size: 600,
-        ..LogOptions::default()
-    };
-    let store = LogStore::open(&dir, options.clone()).unwrap();
-    for i in 0..20 {
-        store
-            .append("s", ExpectedVersion::Exact(i), events("E", 1))
-            .await
-            .unwrap();
-    }
-    store.close().await.unwrap();
-    let segments = recovery::list_segments(&dir).unwrap();
-    assert!(segments.len() >= 3, "want several segments");
+    let (options, segments) = several_segments(&dir).await;
 
     let last = tmp.path().join("zeros-last");
     copy_dir(&dir, &last);

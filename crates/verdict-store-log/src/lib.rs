@@ -5,7 +5,7 @@
 //! * One writer at a time assigns gap-free positions and commits groups of appends with one
 //!   `write` and one `fdatasync`; an append is acknowledged only after its group's fsync.
 //!   Under load a writer thread forms the groups; an append that finds the log idle commits
-//!   itself, on its own thread, with no hand-off (see `writer`).
+//!   itself, on its own (tokio worker) thread, with no hand-off (see `writer`).
 //! * An in-memory index (`index`) rebuilt from the segments on open.
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
@@ -25,6 +25,7 @@ pub mod format;
 pub mod index;
 pub mod recovery;
 pub mod storage;
+mod tail;
 mod writer;
 
 use std::fs::File;
@@ -105,10 +106,10 @@ pub struct LogOptions {
     /// one core spinning while a sync is in flight. Leave it off on bare metal.
     pub spin_during_sync: std::time::Duration,
     /// Let an append that finds the log idle (writer thread parked, nothing queued, the last
-    /// group a single append) write and fsync on its own thread, under
-    /// `tokio::task::block_in_place`, instead of handing it to the writer thread and waiting
-    /// to be woken. Only on tokio's multi-threaded runtime; elsewhere appends always queue.
-    /// Durability and ordering are the same either way.
+    /// group a single append) write and fsync on its own thread, blocking its tokio worker
+    /// for that long, instead of handing it to the writer thread and waiting to be woken.
+    /// Only on tokio's multi-threaded runtime with at least two workers; elsewhere appends
+    /// always queue. Durability and ordering are the same either way.
     pub inline_commit: bool,
 }
 
@@ -172,6 +173,8 @@ pub(crate) struct Shared {
     /// Appends in the last committed group; above one, the log is under load and appends
     /// queue for group commit rather than commit inline.
     last_group: AtomicUsize,
+    /// The newest committed events (see `tail`).
+    tail: RwLock<tail::Tail>,
 }
 
 /// A segment as readers see it.
@@ -347,6 +350,7 @@ impl LogStore {
             poison: OnceLock::new(),
             writer_busy: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
+            tail: RwLock::new(tail::Tail::default()),
         });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let spinner = if options.spin_during_sync.is_zero() {
@@ -370,6 +374,7 @@ impl LogStore {
             lock: Some(lock),
             spinner,
             buf: Vec::with_capacity(1 << 20),
+            fresh: Vec::new(),
             zeroed_to: 0,
         }));
         let writer = Writer {
@@ -432,10 +437,12 @@ impl LogStore {
             && !self.shared.writer_busy.load(Ordering::SeqCst)
             && self.shared.last_group.load(Ordering::Relaxed) <= 1
             && self.tx.capacity() == self.tx.max_capacity();
-        // block_in_place panics on the current-thread runtime.
+        // Only where another worker keeps the runtime going meanwhile (see below).
         if !idle
-            || !tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            || !tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && h.metrics().num_workers() >= 2
+            })
         {
             return Err(events);
         }
@@ -445,8 +452,12 @@ impl LogStore {
             Err(std::sync::TryLockError::WouldBlock) => return Err(events),
         };
         let appends = [(stream.to_owned(), expected, events)];
-        // The worker's other tasks move to another thread while this one writes and syncs.
-        let committed = tokio::task::block_in_place(|| core.commit(&self.shared, &appends));
+        // This blocks the worker for one write + fdatasync (~0.1-0.3 ms), on purpose: only
+        // when the log is idle, i.e. at low load, one worker at a time (the `try_lock`), with
+        // the others free to steal its queued tasks. `block_in_place` would hand the worker's
+        // core to another thread on every append, which cost more than it saved (1
+        // connection, exact per-request p99 377-440 against 348-392 µs; docs/BENCHMARKS.md).
+        let committed = core.commit(&self.shared, &appends);
         drop(core);
         self.shared.last_group.store(1, Ordering::Relaxed);
         Ok(match committed {
@@ -466,7 +477,32 @@ impl LogStore {
 /// How many bytes one `pread` of `read_all` covers at most.
 const READ_CHUNK: u64 = 4 << 20;
 
+/// Up to `max` events from `from`: from the tail cache if it holds them all, else from the
+/// segments.
 fn read_all(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    match read_cached(shared, from, max) {
+        Some(events) => Ok(events),
+        None => read_all_disk(shared, from, max),
+    }
+}
+
+/// What `read_all` returns, if it needs no file read: the range is empty or in the tail
+/// cache. Cheap enough for an async task to call inline.
+fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
+    let head = shared.head.load(Ordering::Acquire);
+    let from = from.max(1);
+    if from > head || max == 0 {
+        return Some(Vec::new());
+    }
+    let end = head.min(from.saturating_add(max as u64 - 1));
+    shared
+        .tail
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .read(from, end)
+}
+
+fn read_all_disk(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
     let head = shared.head.load(Ordering::Acquire);
     let from = from.max(1);
     if from > head || max == 0 {
@@ -692,8 +728,11 @@ impl EventStore for LogStore {
         from_position: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(events) = read_cached(&self.shared, from_position, max) {
+            return Ok(events);
+        }
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || read_all(&shared, from_position, max))
+        tokio::task::spawn_blocking(move || read_all_disk(&shared, from_position, max))
             .await
             .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
@@ -720,7 +759,10 @@ impl EventStore for LogStore {
             move |from, max| {
                 let shared = Arc::clone(&shared);
                 Box::pin(async move {
-                    tokio::task::spawn_blocking(move || read_all(&shared, from, max))
+                    if let Some(events) = read_cached(&shared, from, max) {
+                        return Ok(events);
+                    }
+                    tokio::task::spawn_blocking(move || read_all_disk(&shared, from, max))
                         .await
                         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
                 })

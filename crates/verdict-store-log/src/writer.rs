@@ -3,7 +3,7 @@
 //!
 //! Two ways into `Core`, one at a time (the mutex): the writer thread, for appends queued on
 //! its bounded channel (their backpressure; answers on oneshots), and, when the log is idle,
-//! the appending task itself (`LogStore::append` under `block_in_place`). The second saves
+//! the appending task itself (`LogStore::append`, on its tokio worker). The second saves
 //! two cross-thread wake-ups per append, which on a VM's idle vCPUs cost more than the
 //! fsync; under load the channel forms the groups. Whoever holds the mutex assigns
 //! positions, writes, syncs and publishes the head, so the order of groups on disk is the
@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use verdict_store::{AppendResult, EventData, ExpectedVersion, StoreError};
+use verdict_store::{AppendResult, EventData, ExpectedVersion, RecordedEvent, StoreError};
 
 use crate::format::{self, RecordRef, FLAG_BATCH_END, SEGMENT_HEADER_LEN};
 use crate::index::{self, Index};
@@ -66,6 +66,8 @@ pub(crate) struct Core {
     pub spinner: Option<Spinner>,
     /// The encoding buffer, reused between groups.
     pub buf: Vec<u8>,
+    /// The group's events as readers will see them, for the tail cache once durable.
+    pub fresh: Vec<RecordedEvent>,
     /// The active segment is zero-filled up to here (0 until the first append preallocates;
     /// `u64::MAX` if its file cannot).
     pub zeroed_to: u64,
@@ -235,6 +237,7 @@ impl Core {
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        self.fresh.clear();
         let group_first = self.next_position;
         let mut outcomes = Vec::with_capacity(appends.len());
         {
@@ -287,6 +290,13 @@ impl Core {
             ));
         }
         self.active_len += buf.len() as u64;
+        // Cached before the head moves: whatever a reader finds at or below the head is in
+        // the cache or on disk.
+        shared
+            .tail
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(self.fresh.drain(..));
         let head = self.next_position - 1;
         shared.head.store(head, Ordering::Release);
         shared.groups.fetch_add(1, Ordering::Relaxed);
@@ -365,6 +375,17 @@ impl Core {
                 },
             );
             idx.push(stream, e.event_id, index::pack(self.active_no, offset));
+            self.fresh.push(RecordedEvent {
+                position: self.next_position,
+                stream: stream.to_owned(),
+                stream_version: current + i as u64 + 1,
+                event_id: e.event_id,
+                event_type: e.event_type.clone(),
+                schema_version: e.schema_version,
+                payload: e.payload.clone(),
+                metadata: e.metadata.clone(),
+                recorded_at: e.recorded_at,
+            });
             self.next_position += 1;
         }
         Ok(AppendResult {

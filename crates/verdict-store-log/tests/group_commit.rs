@@ -167,7 +167,13 @@ async fn appends_to_an_idle_log_sync_on_their_own_thread_unless_inline_commit_is
 
 #[tokio::test]
 async fn on_the_current_thread_runtime_appends_always_go_to_the_writer_thread() {
-    // block_in_place would panic here.
+    // An inline fsync would stall the only thread the runtime has.
+    let syncers = sequential_syncers(true, 5).await;
+    assert!(syncers.iter().all(|t| t == WRITER), "{syncers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn with_a_single_worker_appends_always_go_to_the_writer_thread() {
     let syncers = sequential_syncers(true, 5).await;
     assert!(syncers.iter().all(|t| t == WRITER), "{syncers:?}");
 }

@@ -6,7 +6,8 @@
 //!   `write` and one `fdatasync`; an append is acknowledged only after its group's fsync.
 //!   Under load a writer thread forms the groups; an append that finds the log idle commits
 //!   itself, on its own (tokio worker) thread, with no hand-off (see `writer`).
-//! * An in-memory index (`index`) rebuilt from the segments on open.
+//! * An in-memory index (`index`) rebuilt from the segments on open, and the newest committed
+//!   events kept in memory (`tail`), so live subscribers read them without touching files.
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
 //!   damage off after a backup.

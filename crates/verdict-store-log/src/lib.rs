@@ -112,6 +112,9 @@ pub struct LogOptions {
     /// Only on tokio's multi-threaded runtime with at least two workers; elsewhere appends
     /// always queue. Durability and ordering are the same either way.
     pub inline_commit: bool,
+    /// While the last fsync took longer than this, appends queue for the writer thread
+    /// even when the log is idle: a disk that stalls must not stall a tokio worker again.
+    pub inline_max_sync: std::time::Duration,
 }
 
 impl Default for LogOptions {
@@ -124,6 +127,7 @@ impl Default for LogOptions {
             storage: Arc::new(StdStorage),
             spin_during_sync: std::time::Duration::ZERO,
             inline_commit: true,
+            inline_max_sync: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -176,6 +180,11 @@ pub(crate) struct Shared {
     last_group: AtomicUsize,
     /// The newest committed events (see `tail`).
     tail: RwLock<tail::Tail>,
+    /// How long the last group's fsync took, in µs (see `LogOptions::inline_max_sync`).
+    last_sync_micros: AtomicU64,
+    /// Reads answered from the tail cache, and from the segment files.
+    cached_reads: AtomicU64,
+    file_reads: AtomicU64,
 }
 
 /// A segment as readers see it.
@@ -203,6 +212,8 @@ pub struct LogStore {
     core: Arc<Mutex<Core>>,
     /// `LogOptions::inline_commit`.
     inline: bool,
+    /// `LogOptions::inline_max_sync`.
+    inline_max_sync: std::time::Duration,
     tx: mpsc::Sender<Request>,
     stopped: watch::Receiver<bool>,
     dir: PathBuf,
@@ -352,6 +363,9 @@ impl LogStore {
             writer_busy: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
             tail: RwLock::new(tail::Tail::default()),
+            last_sync_micros: AtomicU64::new(0),
+            cached_reads: AtomicU64::new(0),
+            file_reads: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let spinner = if options.spin_during_sync.is_zero() {
@@ -363,6 +377,7 @@ impl LogStore {
             )
         };
         let inline = options.inline_commit;
+        let inline_max_sync = options.inline_max_sync;
         let core = Arc::new(Mutex::new(Core {
             options,
             storage,
@@ -391,6 +406,7 @@ impl LogStore {
             shared,
             core,
             inline,
+            inline_max_sync,
             tx,
             stopped,
             dir,
@@ -408,6 +424,15 @@ impl LogStore {
         (
             self.shared.groups.load(Ordering::Relaxed),
             self.shared.group_appends.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Reads since open answered from the in-memory tail cache, and from the segment files
+    /// (`read_all` calls and subscription pages).
+    pub fn read_stats(&self) -> (u64, u64) {
+        (
+            self.shared.cached_reads.load(Ordering::Relaxed),
+            self.shared.file_reads.load(Ordering::Relaxed),
         )
     }
 
@@ -437,7 +462,9 @@ impl LogStore {
         let idle = self.inline
             && !self.shared.writer_busy.load(Ordering::SeqCst)
             && self.shared.last_group.load(Ordering::Relaxed) <= 1
-            && self.tx.capacity() == self.tx.max_capacity();
+            && self.tx.capacity() == self.tx.max_capacity()
+            && self.shared.last_sync_micros.load(Ordering::Relaxed)
+                <= self.inline_max_sync.as_micros() as u64;
         // Only where another worker keeps the runtime going meanwhile (see below).
         if !idle
             || !tokio::runtime::Handle::try_current().is_ok_and(|h| {
@@ -487,6 +514,10 @@ fn read_all(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>
     }
 }
 
+/// Most events a subscription page takes from the tail cache at once: the copies are made
+/// under the cache's read lock, which the committer waits for before it moves the head.
+const CACHED_PAGE: usize = 256;
+
 /// What `read_all` returns, if it needs no file read: the range is empty or in the tail
 /// cache. Cheap enough for an async task to call inline.
 fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
@@ -496,11 +527,13 @@ fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEve
         return Some(Vec::new());
     }
     let end = head.min(from.saturating_add(max as u64 - 1));
-    shared
+    let events = shared
         .tail
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .read(from, end)
+        .read(from, end)?;
+    shared.cached_reads.fetch_add(1, Ordering::Relaxed);
+    Some(events)
 }
 
 fn read_all_disk(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -510,6 +543,7 @@ fn read_all_disk(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedE
         return Ok(Vec::new());
     }
     let end = head.min(from.saturating_add(max as u64 - 1));
+    shared.file_reads.fetch_add(1, Ordering::Relaxed);
     let locs = {
         let idx = shared.index.read().unwrap_or_else(|e| e.into_inner());
         idx.locs[from as usize - 1..end as usize].to_vec()
@@ -760,7 +794,7 @@ impl EventStore for LogStore {
             move |from, max| {
                 let shared = Arc::clone(&shared);
                 Box::pin(async move {
-                    if let Some(events) = read_cached(&shared, from, max) {
+                    if let Some(events) = read_cached(&shared, from, max.min(CACHED_PAGE)) {
                         return Ok(events);
                     }
                     tokio::task::spawn_blocking(move || read_all_disk(&shared, from, max))

@@ -281,7 +281,12 @@ impl Core {
             return Err(format!("write to segment {} failed: {e}", self.active_no));
         }
         let spin = self.spinner.as_ref().map(Spinner::start);
+        let started = std::time::Instant::now();
         let synced = active.sync_data();
+        shared.last_sync_micros.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         drop(spin);
         if let Err(e) = synced {
             return Err(format!(

@@ -30,6 +30,8 @@ struct GateState {
     open: bool,
     /// The name of the thread that ran each fsync, in order.
     syncers: Vec<String>,
+    /// How long each fsync takes (a slow disk).
+    delay: Duration,
 }
 
 impl Gate {
@@ -95,7 +97,9 @@ impl LogFile for GatedFile {
             s.permits -= 1;
         }
         s.syncs_done += 1;
+        let delay = s.delay;
         drop(s);
+        std::thread::sleep(delay);
         self.file.sync_data()
     }
 }
@@ -176,6 +180,58 @@ async fn on_the_current_thread_runtime_appends_always_go_to_the_writer_thread() 
 async fn with_a_single_worker_appends_always_go_to_the_writer_thread() {
     let syncers = sequential_syncers(true, 5).await;
     assert!(syncers.iter().all(|t| t == WRITER), "{syncers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_slow_fsync_appends_queue_until_the_disk_is_fast_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    gate.open_forever();
+    let options = LogOptions {
+        storage: Arc::new(GatedStorage(Arc::clone(&gate))),
+        inline_max_sync: Duration::from_millis(2),
+        ..LogOptions::default()
+    };
+    let store = LogStore::open(tmp.path(), options).unwrap();
+    let mut version = 0;
+    let mut append_and_name_syncer = || {
+        let store = &store;
+        let gate = &gate;
+        version += 1;
+        let expected = ExpectedVersion::Exact(version - 1);
+        async move {
+            store.append("s", expected, events("E", 1)).await.unwrap();
+            gate.syncers().last().cloned().unwrap()
+        }
+    };
+    assert_ne!(
+        append_and_name_syncer().await,
+        WRITER,
+        "idle and fast: inline"
+    );
+    gate.state.lock().unwrap().delay = Duration::from_millis(10);
+    assert_ne!(
+        append_and_name_syncer().await,
+        WRITER,
+        "nothing was slow yet"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            append_and_name_syncer().await,
+            WRITER,
+            "the last fsync was slow: the worker must not block on the next"
+        );
+    }
+    gate.state.lock().unwrap().delay = Duration::ZERO;
+    assert_eq!(
+        append_and_name_syncer().await,
+        WRITER,
+        "the last fsync was still slow"
+    );
+    for _ in 0..3 {
+        assert_ne!(append_and_name_syncer().await, WRITER, "fast again: inline");
+    }
+    store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

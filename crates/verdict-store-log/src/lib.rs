@@ -518,15 +518,40 @@ fn read_all(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>
 /// under the cache's read lock, which the committer waits for before it moves the head.
 const CACHED_PAGE: usize = 256;
 
-/// What `read_all` returns, if it needs no file read: the range is empty or in the tail
-/// cache. Cheap enough for an async task to call inline.
-fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
+/// The positions `from..=end` a read of up to `max` events from `from` covers, at or below
+/// the durable head; `None` if there are none.
+fn committed_range(shared: &Shared, from: u64, max: usize) -> Option<(u64, u64)> {
     let head = shared.head.load(Ordering::Acquire);
     let from = from.max(1);
     if from > head || max == 0 {
-        return Some(Vec::new());
+        return None;
     }
-    let end = head.min(from.saturating_add(max as u64 - 1));
+    Some((from, head.min(from.saturating_add(max as u64 - 1))))
+}
+
+/// `read_all` for async callers: from the tail cache on the calling task (at most
+/// `cached_max` events), else from the files on the blocking pool.
+async fn read_all_async(
+    shared: &Arc<Shared>,
+    from: u64,
+    max: usize,
+    cached_max: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if let Some(events) = read_cached(shared, from, max.min(cached_max)) {
+        return Ok(events);
+    }
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || read_all_disk(&shared, from, max))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+}
+
+/// What `read_all` returns, if it needs no file read: the range is empty or in the tail
+/// cache. Cheap enough for an async task to call inline.
+fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEvent>> {
+    let Some((from, end)) = committed_range(shared, from, max) else {
+        return Some(Vec::new());
+    };
     let events = shared
         .tail
         .read()
@@ -537,12 +562,9 @@ fn read_cached(shared: &Shared, from: u64, max: usize) -> Option<Vec<RecordedEve
 }
 
 fn read_all_disk(shared: &Shared, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-    let head = shared.head.load(Ordering::Acquire);
-    let from = from.max(1);
-    if from > head || max == 0 {
+    let Some((from, end)) = committed_range(shared, from, max) else {
         return Ok(Vec::new());
-    }
-    let end = head.min(from.saturating_add(max as u64 - 1));
+    };
     shared.file_reads.fetch_add(1, Ordering::Relaxed);
     let locs = {
         let idx = shared.index.read().unwrap_or_else(|e| e.into_inner());
@@ -763,13 +785,7 @@ impl EventStore for LogStore {
         from_position: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        if let Some(events) = read_cached(&self.shared, from_position, max) {
-            return Ok(events);
-        }
-        let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || read_all_disk(&shared, from_position, max))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+        read_all_async(&self.shared, from_position, max, usize::MAX).await
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
@@ -793,14 +809,7 @@ impl EventStore for LogStore {
             self.shared.head_rx.clone(),
             move |from, max| {
                 let shared = Arc::clone(&shared);
-                Box::pin(async move {
-                    if let Some(events) = read_cached(&shared, from, max.min(CACHED_PAGE)) {
-                        return Ok(events);
-                    }
-                    tokio::task::spawn_blocking(move || read_all_disk(&shared, from, max))
-                        .await
-                        .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
-                })
+                Box::pin(async move { read_all_async(&shared, from, max, CACHED_PAGE).await })
             },
         ))
     }

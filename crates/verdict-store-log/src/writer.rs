@@ -171,29 +171,32 @@ impl Writer {
                 // Refuse new requests; those already queued are still committed.
                 rx.close();
             }
-            let failed = if appends.is_empty() {
-                None
+            let committed = if appends.is_empty() {
+                Ok(Vec::new())
             } else {
-                match core.commit(&self.shared, &appends) {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(outcome);
-                        }
-                        None
-                    }
-                    Err(e) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(e.to_store_error()));
-                        }
-                        Some(e)
-                    }
-                }
+                core.commit(&self.shared, &appends)
             };
             self.shared
                 .last_group
                 .store(appends.len(), Ordering::Relaxed);
             drop(core);
+            // Idle before the replies go out: a writer that gets its answer and appends again
+            // at once must find the log idle, not race this thread to it.
             self.shared.writer_busy.store(false, Ordering::SeqCst);
+            let failed = match committed {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                    None
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_store_error()));
+                    }
+                    Some(e)
+                }
+            };
             if let Some(e) = failed {
                 rx.close();
                 while let Some(req) = rx.blocking_recv() {

@@ -225,6 +225,9 @@ pub struct CommandService {
     shadow_permits: Arc<tokio::sync::Semaphore>,
     /// Mirrors dropped because [`SHADOW_IN_FLIGHT`] calls were already running.
     shadow_dropped: AtomicU64,
+    /// The last position the store follower applied, plus one; zero while not following
+    /// (see [`CommandService::followed`]).
+    followed_next: AtomicU64,
 }
 
 fn store_error(e: StoreError) -> AppError {
@@ -273,6 +276,7 @@ impl CommandService {
             assignments: Mutex::new(HashMap::new()),
             shadow_permits: Arc::new(tokio::sync::Semaphore::new(SHADOW_IN_FLIGHT)),
             shadow_dropped: AtomicU64::new(0),
+            followed_next: AtomicU64::new(0),
         };
         service.rebuild().await?;
         Ok(service)
@@ -765,6 +769,18 @@ impl CommandService {
     /// Mirrors were dropped because too many shadow calls were in flight.
     pub fn shadow_dropped(&self) -> u64 {
         self.shadow_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Shadow calls running now, from the model call until their event is appended.
+    pub fn shadow_in_flight(&self) -> usize {
+        SHADOW_IN_FLIGHT - self.shadow_permits.available_permits()
+    }
+
+    /// While [`CommandService::follow`] runs: the position up to which this node's command
+    /// side has seen the store (what other nodes wrote is attributed from then on). `None`
+    /// on a node that does not follow the store.
+    pub fn followed(&self) -> Option<u64> {
+        self.followed_next.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Calls each shadow arm whose share takes this request, off the request path, and

@@ -258,7 +258,7 @@ pub fn routes() -> Vec<Route> {
             method: Method::GET,
             path: "/readyz",
             role: None,
-            summary: "Readiness: store open, projections running, with their lag",
+            summary: "Readiness: store open, projections running, with their lag (and, on a node following a shared store, the position its command side has seen)",
             tag: "operations",
             query: &[],
             body: None,
@@ -920,10 +920,13 @@ async fn readyz(State(s): State<AppState>) -> ApiResult {
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let position = s.projections.position();
-    ok(
-        StatusCode::OK,
-        json!({"status": "ready", "head": head, "projected": position, "lag": head.saturating_sub(position)}),
-    )
+    let mut body = json!({"status": "ready", "head": head, "projected": position, "lag": head.saturating_sub(position)});
+    // On a node that follows a shared store: how far its command side has seen the others'
+    // writes (an outcome is attributed only to an exposure this node has seen).
+    if let Some(followed) = s.commands.followed() {
+        body["followed"] = json!(followed);
+    }
+    ok(StatusCode::OK, body)
 }
 
 async fn prometheus(State(s): State<AppState>) -> ApiResult {
@@ -935,7 +938,11 @@ async fn prometheus(State(s): State<AppState>) -> ApiResult {
     let text = {
         let model = s.projections.read().await;
         let mut text = crate::metrics::render(&model, head, &s.store_stats);
-        crate::metrics::shadow_dropped(&mut text, s.commands.shadow_dropped());
+        crate::metrics::shadow_calls(
+            &mut text,
+            s.commands.shadow_dropped(),
+            s.commands.shadow_in_flight(),
+        );
         text
     };
     Ok((

@@ -114,8 +114,8 @@ fn shadow_metrics(out: &mut String, model: &ReadModel) {
     }
 }
 
-/// Mirrors the command side dropped because its shadow budget was full.
-pub fn shadow_dropped(out: &mut String, dropped: u64) {
+/// Mirrors the command side dropped because its shadow budget was full, and those running.
+pub fn shadow_calls(out: &mut String, dropped: u64, in_flight: usize) {
     header(
         out,
         "verdict_shadow_dropped_total",
@@ -123,6 +123,13 @@ pub fn shadow_dropped(out: &mut String, dropped: u64) {
         "Shadow calls skipped because too many were in flight (the request path never waits).",
     );
     let _ = writeln!(out, "verdict_shadow_dropped_total {dropped}");
+    header(
+        out,
+        "verdict_shadow_in_flight",
+        "gauge",
+        "Shadow calls running: from the model call until their event is appended.",
+    );
+    let _ = writeln!(out, "verdict_shadow_in_flight {in_flight}");
 }
 
 /// Renders every metric.

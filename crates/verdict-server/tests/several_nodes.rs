@@ -118,7 +118,29 @@ async fn two_nodes_share_a_store_and_read_models() {
         variants.push(p["variant"].as_str().unwrap().to_owned());
         last = last.max(p["position"].as_u64().unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the other node follow
+    // Each node attributes an outcome only to an exposure it has seen: wait until both
+    // command sides have followed the store past the last assignment.
+    for base in &bases {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, r) = call(
+                &client,
+                reqwest::Method::GET,
+                format!("{base}/readyz"),
+                None,
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{r}");
+            if r["followed"].as_u64().expect("a following node reports it") >= last {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{base} never followed to {last}: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for i in (0..40).step_by(3) {
         let (s, c) = call(
             &client,

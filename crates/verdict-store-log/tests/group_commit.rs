@@ -196,12 +196,12 @@ async fn after_a_slow_fsync_appends_queue_until_the_disk_is_fast_again() {
     let tmp = tempfile::tempdir().unwrap();
     let gate = Arc::new(Gate::default());
     gate.open_forever();
-    // Only the gate's delay decides which fsync is slow: 0 or 100 ms against a 20 ms limit,
+    // Only the gate's delay decides which fsync is slow: 0 or 500 ms against a 100 ms limit,
     // so neither the host disk nor a preempted thread can blur the two.
     gate.state.lock().unwrap().skip_real_sync = true;
     let options = LogOptions {
         storage: Arc::new(GatedStorage(Arc::clone(&gate))),
-        inline_max_sync: Duration::from_millis(20),
+        inline_max_sync: Duration::from_millis(100),
         ..LogOptions::default()
     };
     let store = LogStore::open(tmp.path(), options).unwrap();
@@ -221,7 +221,7 @@ async fn after_a_slow_fsync_appends_queue_until_the_disk_is_fast_again() {
         WRITER,
         "idle and fast: inline"
     );
-    gate.state.lock().unwrap().delay = Duration::from_millis(100);
+    gate.state.lock().unwrap().delay = Duration::from_millis(500);
     assert_ne!(
         append_and_name_syncer().await,
         WRITER,
@@ -295,7 +295,9 @@ async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Plenty of time for the free worker to run them all (each only queues its request); a
+    // straggler would form a group of its own, whose fsync is never granted (caught below).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(queued.iter().all(|t| !t.is_finished()));
 
     // Release the first fsync: the first append is answered, and the fifty form one group.
@@ -311,7 +313,11 @@ async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends
     gate.grant(1);
     let mut positions = Vec::new();
     for t in queued {
-        let r = t.await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("a queued append missed the group and waits for a third fsync")
+            .unwrap()
+            .unwrap();
         positions.extend(r.positions());
     }
     positions.sort_unstable();

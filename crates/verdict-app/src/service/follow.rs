@@ -20,6 +20,7 @@ impl CommandService {
     /// true. A failed subscription is retried from the last applied position.
     pub async fn follow(self: Arc<Self>, from: u64, mut shutdown: watch::Receiver<bool>) {
         let mut next = from.max(1);
+        self.followed_next.store(next, Ordering::Release);
         loop {
             let mut sub = match self.store.subscribe(next).await {
                 Ok(s) => s,
@@ -39,6 +40,7 @@ impl CommandService {
                         Some(Ok(r)) => {
                             next = r.position + 1;
                             self.apply_followed(&r).await;
+                            self.followed_next.store(next, Ordering::Release);
                         }
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, position = next, "command-side follower: resubscribing");

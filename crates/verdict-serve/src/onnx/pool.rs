@@ -435,10 +435,7 @@ mod tests {
         assert_eq!(pool.pending(), 3);
         let start = Instant::now();
         let refused = pool.run(probe.clone(), 1, vec![9.0]).await.unwrap_err();
-        assert!(
-            start.elapsed() < Duration::from_millis(100),
-            "must not wait"
-        );
+        assert!(start.elapsed() < Duration::from_secs(1), "must not wait");
         assert_eq!(
             refused,
             PoolError::Full {

@@ -36,6 +36,18 @@ pub struct Finding {
     pub evidence: Value,
 }
 
+/// Two-sided p-value of `users` of `total` landing in a variant of weight `weight` (normal
+/// approximation to the binomial, as the SRM chi-square test is).
+fn share_p_value(users: u64, total: u64, weight: f64) -> f64 {
+    let (n, x) = (total as f64, users as f64);
+    let sd = (n * weight * (1.0 - weight)).sqrt();
+    if sd == 0.0 {
+        // A weight of 0 or 1: any user on the wrong side is a certain mismatch.
+        return if x == n * weight { 1.0 } else { 0.0 };
+    }
+    verdict_stats::dist::normal_two_sided_p((x - n * weight) / sd)
+}
+
 /// The six monitors' names.
 pub const MONITORS: [&str; 6] = [
     "conversion",
@@ -166,12 +178,17 @@ pub fn evaluate(view: &ExperimentView, store_lag: u64, now: i64) -> Vec<Finding>
         .zip(&view.variants)
         .map(|(v, s)| {
             let share = (total > 0).then(|| s.users as f64 / total as f64);
+            // A share off its weight by more than `split_deviation` counts only when chance
+            // cannot explain it (a two-sided binomial z test at `srm_p_value`): a correct 50/50
+            // router is more than 5 pp off at 100 users 27 % of the time.
+            let p_value = (total > 0).then(|| share_p_value(s.users, total, v.weight));
             if total >= m.min_sample
                 && share.is_some_and(|x| (x - v.weight).abs() > m.split_deviation)
+                && p_value.is_some_and(|p| p < m.srm_p_value)
             {
                 off.push(v.key.clone());
             }
-            json!({"variant": v.key, "users": s.users, "share": share, "weight": v.weight})
+            json!({"variant": v.key, "users": s.users, "share": share, "weight": v.weight, "p_value": p_value})
         })
         .collect();
     let srm = total >= m.min_sample && srm_p.is_some_and(|p| p < m.srm_p_value);
@@ -521,6 +538,25 @@ mod tests {
         // Two hours later the window is empty: nothing fires.
         let fs = evaluate(&m.experiments["e"], 0, T0 + 3 * HOUR_MICROS);
         assert!(!finding(&fs, "error_rate").firing);
+    }
+
+    #[test]
+    fn a_share_off_by_chance_does_not_fire_the_split_monitor() {
+        // 56 vs 44 users against 50/50: 6 pp off, but z = 1.2 (p = 0.23).
+        let mut m = model(json!({"min_sample": 100}));
+        traffic(&mut m, "control", 56, 0, 5.0);
+        traffic(&mut m, "treatment", 44, 0, 5.0);
+        let f = finding(&evaluate(&m.experiments["e"], 0, T0), "traffic_split").clone();
+        assert!(!f.firing, "{f:?}");
+        // scipy: 2 * norm.sf(1.2)
+        let p = f.evidence["variants"][0]["p_value"].as_f64().unwrap();
+        assert!((p - 0.230_139_340_443_416_6).abs() < 1e-12, "{p}");
+        // Ten times the users at the same shares: z = 3.79, no longer chance.
+        traffic(&mut m, "control", 504, 0, 5.0);
+        traffic(&mut m, "treatment", 396, 0, 5.0);
+        let f = finding(&evaluate(&m.experiments["e"], 0, T0), "traffic_split").clone();
+        assert!(f.firing, "{f:?}");
+        assert!(f.message.contains("control, treatment"), "{}", f.message);
     }
 
     #[test]

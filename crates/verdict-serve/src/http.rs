@@ -40,23 +40,48 @@ pub enum Protocol {
     Bentoml,
 }
 
-/// The shared client: pooled keep-alive connections, no Nagle delay. Timeouts are per model
-/// (the guard), not per client.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        // Building fails only if the TLS backend cannot initialise, which is a broken build.
-        .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"))
+/// The shared HTTP clients, no Nagle delay on either. Timeouts are per model (the guard), not
+/// per client.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Pooled keep-alive connections: every call goes here first.
+    pooled: reqwest::Client,
+    /// No pool: the one retry after a pooled connection turned out dead goes on a new
+    /// connection, since the pool may hold more dead ones (an upstream that restarted
+    /// closes all of them, and each is found out only on use).
+    fresh: reqwest::Client,
+}
+
+impl Clients {
+    /// Builds both clients.
+    pub fn new() -> Self {
+        let build = |idle: usize| {
+            reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(idle)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                // Building fails only if the TLS backend cannot initialise: a broken build.
+                .unwrap_or_else(|e| panic!("cannot build the HTTP client: {e}"))
+        };
+        Self {
+            pooled: build(64),
+            fresh: build(0),
+        }
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A model behind an HTTP upstream.
 #[derive(Debug, Clone)]
 pub struct HttpModel {
-    client: reqwest::Client,
+    clients: Clients,
     protocol: Protocol,
     endpoint: reqwest::Url,
     /// MLflow `dataframe_split` column names.
@@ -121,7 +146,7 @@ impl HttpModel {
     /// An upstream at `url`; consumes its protocol's options (`columns` for MLflow, `input`
     /// and `datatype` for V2).
     pub fn new(
-        client: reqwest::Client,
+        clients: Clients,
         protocol: Protocol,
         url: &str,
         options: &mut Options,
@@ -158,7 +183,7 @@ impl HttpModel {
             Protocol::Bentoml => format!("bentoml:{}", endpoint.path()),
         };
         Ok(Self {
-            client,
+            clients,
             protocol,
             endpoint,
             columns,
@@ -327,20 +352,21 @@ impl Model for HttpModel {
         let (body, batch) = self.request(input)?;
         let start = std::time::Instant::now();
         // A pooled connection the server has since closed (uvicorn drops it after a 500, a
-        // restarted server resets it) fails on reuse; retry once on a fresh connection.
-        // Inference is a pure function of the body, so sending it twice is safe. A refused
-        // connection is not retried: that server is down.
-        let mut retried = false;
+        // restarted server resets it) fails on reuse; retry once on a new connection (not
+        // from the pool, which may hold more dead ones). Inference is a pure function of the
+        // body, so sending it twice is safe. A refused connection is not retried: that
+        // server is down.
+        let mut client = &self.clients.pooled;
         let response = loop {
-            match self
-                .client
-                .post(self.endpoint.clone())
-                .json(&body)
-                .send()
-                .await
-            {
+            match client.post(self.endpoint.clone()).json(&body).send().await {
                 Ok(r) => break r,
-                Err(e) if !retried && e.is_request() && !e.is_connect() => retried = true,
+                Err(e)
+                    if std::ptr::eq(client, &self.clients.pooled)
+                        && e.is_request()
+                        && !e.is_connect() =>
+                {
+                    client = &self.clients.fresh;
+                }
                 Err(e) => return Err(ModelError::Connection(chain(&e))),
             }
         };
@@ -385,7 +411,7 @@ mod tests {
 
     fn model(protocol: Protocol, url: &str, opts: &str) -> HttpModel {
         let (_, mut o) = Options::split(opts).unwrap();
-        let m = HttpModel::new(client(), protocol, url, &mut o).unwrap();
+        let m = HttpModel::new(Clients::new(), protocol, url, &mut o).unwrap();
         o.finish().unwrap();
         m
     }
@@ -434,7 +460,7 @@ mod tests {
         for bad in ["ftp://h/x", "no url", "http://"] {
             let (_, mut o) = Options::split("").unwrap();
             assert!(
-                HttpModel::new(client(), Protocol::V2, bad, &mut o).is_err(),
+                HttpModel::new(Clients::new(), Protocol::V2, bad, &mut o).is_err(),
                 "{bad}"
             );
         }

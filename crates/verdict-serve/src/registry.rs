@@ -80,8 +80,9 @@ pub struct Registry {
     loaded: Arc<std::sync::Mutex<BTreeMap<String, Arc<dyn Model>>>>,
     /// Where relative `onnx:` paths start; `None` is the current directory.
     base_dir: Option<PathBuf>,
-    /// One HTTP client for every upstream, so connections are pooled; built on first use.
-    client: Arc<OnceLock<reqwest::Client>>,
+    /// One set of HTTP clients for every upstream, so connections are pooled; built on
+    /// first use.
+    clients: Arc<OnceLock<crate::http::Clients>>,
     /// Where in-process models run; `None` is the process-wide pool.
     pool: Option<crate::onnx::InferencePool>,
 }
@@ -169,9 +170,9 @@ impl Registry {
                 "v2" => Protocol::V2,
                 _ => Protocol::Bentoml,
             };
-            let client = self.client.get_or_init(crate::http::client).clone();
+            let clients = self.clients.get_or_init(crate::http::Clients::new).clone();
             let model =
-                HttpModel::new(client, protocol, target, &mut options).map_err(unloadable)?;
+                HttpModel::new(clients, protocol, target, &mut options).map_err(unloadable)?;
             options.finish().map_err(unloadable)?;
             Arc::new(Guarded::new(model, &options))
         };

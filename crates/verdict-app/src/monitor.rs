@@ -172,18 +172,22 @@ pub fn evaluate(view: &ExperimentView, store_lag: u64, now: i64) -> Vec<Finding>
     let total: u64 = view.variants.iter().map(|v| v.users).sum();
     let srm_p = analysis.as_ref().and_then(|a| a["srm"]["p_value"].as_f64());
     let mut off = Vec::new();
+    // Weights may sum to 1 ± 0.01 (validation's tolerance); compare against normalised ones,
+    // as the SRM test does.
+    let weight_sum: f64 = def.variants.iter().map(|v| v.weight).sum();
     let shares: Vec<Value> = def
         .variants
         .iter()
         .zip(&view.variants)
         .map(|(v, s)| {
             let share = (total > 0).then(|| s.users as f64 / total as f64);
+            let weight = v.weight / weight_sum;
             // A share off its weight by more than `split_deviation` counts only when chance
             // cannot explain it (a two-sided binomial z test at `srm_p_value`): a correct 50/50
             // router is more than 5 pp off at 100 users 27 % of the time.
-            let p_value = (total > 0).then(|| share_p_value(s.users, total, v.weight));
+            let p_value = (total > 0).then(|| share_p_value(s.users, total, weight));
             if total >= m.min_sample
-                && share.is_some_and(|x| (x - v.weight).abs() > m.split_deviation)
+                && share.is_some_and(|x| (x - weight).abs() > m.split_deviation)
                 && p_value.is_some_and(|p| p < m.srm_p_value)
             {
                 off.push(v.key.clone());
@@ -442,14 +446,16 @@ mod tests {
     const T0: i64 = 1_800_000_000_000_000;
 
     fn model(monitors: Value) -> ReadModel {
-        let definition = ExperimentSpec::from_json(json!({
+        model_of(json!({
             "experiment_id": "e",
             "models": {"control": "rec-v1", "treatment": "rec-v2"},
             "monitors": monitors,
         }))
-        .unwrap()
-        .validate()
-        .unwrap();
+    }
+
+    /// A started experiment `e` defined by `spec`.
+    fn model_of(spec: Value) -> ReadModel {
+        let definition = ExperimentSpec::from_json(spec).unwrap().validate().unwrap();
         let mut m = ReadModel::default();
         m.apply(
             1,
@@ -557,6 +563,29 @@ mod tests {
         let f = finding(&evaluate(&m.experiments["e"], 0, T0), "traffic_split").clone();
         assert!(f.firing, "{f:?}");
         assert!(f.message.contains("control, treatment"), "{}", f.message);
+    }
+
+    #[test]
+    fn split_weights_are_normalised_like_the_srm_test() {
+        // Three arms at 0.33 each (validation allows a sum of 0.99): an even split is exactly
+        // as configured (p = 1); against the raw 0.33 it would look 0.33 pp off (p = 0.22).
+        let mut m = model_of(json!({
+            "experiment_id": "e",
+            "variants": [
+                {"key": "control", "model": "rec-v1", "weight": 0.33},
+                {"key": "treatment", "model": "rec-v2", "weight": 0.33},
+                {"key": "third", "model": "rec-v2", "weight": 0.33},
+            ],
+            "monitors": {"min_sample": 100},
+        }));
+        for v in ["control", "treatment", "third"] {
+            traffic(&mut m, v, 10_000, 0, 5.0);
+        }
+        let f = finding(&evaluate(&m.experiments["e"], 0, T0), "traffic_split").clone();
+        assert!(!f.firing, "{f:?}");
+        for v in f.evidence["variants"].as_array().unwrap() {
+            assert!(v["p_value"].as_f64().unwrap() > 1.0 - 1e-9, "{v}");
+        }
     }
 
     #[test]

@@ -356,16 +356,12 @@ impl Model for HttpModel {
         // from the pool, which may hold more dead ones). Inference is a pure function of the
         // body, so sending it twice is safe. A refused connection is not retried: that
         // server is down.
-        let mut client = &self.clients.pooled;
+        let (mut client, mut retried) = (&self.clients.pooled, false);
         let response = loop {
             match client.post(self.endpoint.clone()).json(&body).send().await {
                 Ok(r) => break r,
-                Err(e)
-                    if std::ptr::eq(client, &self.clients.pooled)
-                        && e.is_request()
-                        && !e.is_connect() =>
-                {
-                    client = &self.clients.fresh;
+                Err(e) if !retried && e.is_request() && !e.is_connect() => {
+                    (client, retried) = (&self.clients.fresh, true);
                 }
                 Err(e) => return Err(ModelError::Connection(chain(&e))),
             }

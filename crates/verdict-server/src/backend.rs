@@ -7,9 +7,11 @@
 //! | `nats://h1:4222,h2:4222,h3:4222?replicas=3&stream=VERDICT&subjects=verdict.ev&duplicate_window_s=120` | `verdict-store-nats` |
 //!
 //! `schema` and `pool` (PostgreSQL) and `replicas`, `stream`, `subjects`,
-//! `duplicate_window_s`, `id_retention_s`, `timeout_ms` (JetStream) are verdict's own parameters; other
+//! `duplicate_window_s`, `id_retention_s`, `timeout_ms`, `startup_wait_s` (JetStream) are verdict's own parameters; other
 //! PostgreSQL parameters go to the driver. `replicas` applies when the store creates the
-//! stream (3 is the durable setting, with `sync_interval: always` on every server).
+//! stream (3 is the durable setting, with `sync_interval: always` on every server);
+//! `startup_wait_s` (default 30) is how long opening waits for a cluster that is still
+//! electing its meta leader.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -134,9 +136,10 @@ impl StoreUrl {
                         options.id_retention = Some(Duration::from_secs(number(&v)?))
                     }
                     "timeout_ms" => options.request_timeout = Duration::from_millis(number(&v)?),
+                    "startup_wait_s" => options.startup_wait = Duration::from_secs(number(&v)?),
                     other => {
                         return Err(bad(format!(
-                        "unknown parameter {other:?} (known: replicas, stream, subjects, duplicate_window_s, id_retention_s, timeout_ms)"
+                        "unknown parameter {other:?} (known: replicas, stream, subjects, duplicate_window_s, id_retention_s, timeout_ms, startup_wait_s)"
                     )))
                     }
                 }
@@ -235,7 +238,7 @@ mod tests {
         assert_eq!((pg.schema.as_str(), pg.pool_size), ("events", 4));
         assert_eq!(pg.url, "postgres://u@127.0.0.1/db");
         let StoreUrl::Nats(n) = StoreUrl::parse(
-            "nats://127.0.0.1:4222,127.0.0.1:4223?replicas=3&stream=EV&id_retention_s=604800",
+            "nats://127.0.0.1:4222,127.0.0.1:4223?replicas=3&stream=EV&id_retention_s=604800&startup_wait_s=5",
         )
         .unwrap() else {
             panic!("nats")
@@ -243,6 +246,7 @@ mod tests {
         assert_eq!(n.replicas, 3);
         assert_eq!(n.id_retention, Some(Duration::from_secs(604_800)));
         assert_eq!(n.stream, "EV");
+        assert_eq!(n.startup_wait, Duration::from_secs(5));
         assert_eq!(n.url, "nats://127.0.0.1:4222,nats://127.0.0.1:4223");
         for bad in [
             "mysql://x",

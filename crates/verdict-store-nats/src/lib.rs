@@ -109,6 +109,10 @@ const ERR_WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
 const ERR_STREAM_NOT_FOUND: u64 = 10059;
 /// JetStream API error: an atomic batch contains a message id already stored.
 const ERR_BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+/// JetStream API errors a forming cluster answers with, retried within
+/// [`NatsOptions::startup_wait`]: no suitable peers for placement (10005), JetStream
+/// temporarily unavailable (10008), not the leader (10009), insufficient resources (10023).
+const ERR_STARTING: [u64; 4] = [10005, 10008, 10009, 10023];
 
 /// Errors of the JetStream backend; appends and reads map them to [`StoreError`].
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +172,10 @@ pub struct NatsOptions {
     pub request_timeout: Duration,
     /// How often the head watcher reads the stream's last sequence without being woken.
     pub poll_interval: Duration,
+    /// How long [`NatsStore::open`] keeps retrying while JetStream cannot answer yet: a
+    /// cluster that is starting has no meta leader (API requests time out), and one whose
+    /// peers have not all joined cannot place a replicated stream. Zero tries once.
+    pub startup_wait: Duration,
 }
 
 impl NatsOptions {
@@ -183,6 +191,7 @@ impl NatsOptions {
             id_retention: None,
             request_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            startup_wait: Duration::from_secs(30),
         }
     }
 
@@ -320,8 +329,7 @@ impl NatsStore {
             head_rx,
             stop,
         });
-        inner.ensure_stream().await?;
-        let head = inner.head().await?;
+        let head = inner.set_up().await?;
         inner.announce(head);
         tokio::spawn(watch_head(Arc::downgrade(&inner), stop_rx));
         Ok(Self { inner })
@@ -371,6 +379,43 @@ impl Inner {
             .await
             .map_err(request_error)?;
         api_reply(&reply)
+    }
+
+    /// Ensures the stream and reads its head, retrying what a starting cluster answers
+    /// until [`NatsOptions::startup_wait`] has passed. Both steps are idempotent.
+    async fn set_up(&self) -> Result<u64, NatsError> {
+        let deadline = tokio::time::Instant::now() + self.options.startup_wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                self.ensure_stream().await?;
+                self.head().await
+            };
+            match attempt.await {
+                Ok(head) => return Ok(head),
+                Err(e) if Self::starting(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, stream = %self.options.stream, "JetStream is not ready yet: retrying");
+                    tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if Self::starting(&e) && !self.options.startup_wait.is_zero() => {
+                    return Err(NatsError::Request(format!(
+                        "JetStream was not ready within {:?}: {e}",
+                        self.options.startup_wait
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether `err` is what a cluster answers while it forms (or a request it drops).
+    fn starting(err: &NatsError) -> bool {
+        match err {
+            NatsError::Request(_) => true,
+            NatsError::Api { err_code, .. } => ERR_STARTING.contains(err_code),
+            _ => false,
+        }
     }
 
     async fn ensure_stream(&self) -> Result<(), NatsError> {

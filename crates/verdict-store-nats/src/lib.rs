@@ -60,6 +60,10 @@
 //! acknowledgement then means a quorum has fsynced. Jepsen's remaining caveat (a corrupt
 //! file on a minority node can still lose acknowledged data, nats-server#7549) stands.
 //!
+//! A cluster that has just started has no meta leader, or too few peers for R3, for a few
+//! seconds; [`NatsStore::open`] retries through that (up to [`NatsOptions::startup_wait`])
+//! so a process started alongside its cluster does not fail on the first request.
+//!
 //! # Reads and subscriptions
 //!
 //! Reads use batched direct gets (`$JS.API.DIRECT.GET`, stream option `allow_direct`),

@@ -20,10 +20,16 @@
 //! retried once on a new one first); 4xx -> `upstream_4xx`; 5xx ->
 //! `upstream_5xx` (both keep the body, truncated to [`BODY_LIMIT`] bytes); a 2xx body that is
 //! not the protocol's shape -> `invalid_output`. Timeouts come from [`crate::guard`].
+//!
+//! Transport: `http://` endpoints go through [`crate::conn`] (keep-alive connections driven
+//! by the calling task: no hand-off to a connection task per call); `https://` ones through
+//! reqwest with rustls.
 
+use crate::conn::{chain, CallError, Pool};
 use crate::guard::Options;
 use crate::{Model, ModelError, Prediction};
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How much of an upstream body an error keeps.
@@ -82,6 +88,11 @@ impl Default for Clients {
 #[derive(Debug, Clone)]
 pub struct HttpModel {
     clients: Clients,
+    /// Connections driven by the calling task, for `http://` endpoints (`https://` ones go
+    /// through the TLS client).
+    plain: Option<Arc<Pool>>,
+    /// The endpoint's path and query, as `plain` sends it.
+    target: String,
     protocol: Protocol,
     endpoint: reqwest::Url,
     /// MLflow `dataframe_split` column names.
@@ -113,18 +124,6 @@ pub fn truncate(body: &str) -> String {
         body.len(),
         &body[tail..]
     )
-}
-
-/// The error and its causes on one line (reqwest's Display hides the interesting part).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Rows from `{"features": [..]}` (one row) or `[[..], ..]` (a batch).
@@ -182,8 +181,23 @@ impl HttpModel {
             Protocol::V2 => format!("v2:{}", endpoint.path().trim_end_matches("/infer")),
             Protocol::Bentoml => format!("bentoml:{}", endpoint.path()),
         };
+        let plain = match (endpoint.scheme(), endpoint.host_str()) {
+            ("http", Some(host)) => Some(Arc::new(Pool::new(
+                host,
+                endpoint.port_or_known_default().unwrap_or(80),
+                endpoint.port().is_none(),
+            ))),
+            _ => None,
+        };
+        let mut target = endpoint.path().to_owned();
+        if let Some(q) = endpoint.query() {
+            target.push('?');
+            target.push_str(q);
+        }
         Ok(Self {
             clients,
+            plain,
+            target,
             protocol,
             endpoint,
             columns,
@@ -351,26 +365,19 @@ impl Model for HttpModel {
     ) -> Result<(Prediction, Option<Duration>), ModelError> {
         let (body, batch) = self.request(input)?;
         let start = std::time::Instant::now();
-        // A pooled connection the server has since closed (uvicorn drops it after a 500, a
-        // restarted server resets it) fails on reuse; retry once on a new connection (not
-        // from the pool, which may hold more dead ones). Inference is a pure function of the
-        // body, so sending it twice is safe. A refused connection is not retried: that
-        // server is down.
-        let (mut client, mut retried) = (&self.clients.pooled, false);
-        let response = loop {
-            match client.post(self.endpoint.clone()).json(&body).send().await {
-                Ok(r) => break r,
-                Err(e) if !retried && e.is_request() && !e.is_connect() => {
-                    (client, retried) = (&self.clients.fresh, true);
+        let (status, text) = match &self.plain {
+            Some(pool) => {
+                let bytes = serde_json::to_vec(&body)
+                    .map_err(|e| ModelError::InvalidInput(format!("encoding the body: {e}")))?;
+                match pool.post(&self.target, bytes.into()).await {
+                    Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+                    Err(CallError::Connect(e) | CallError::Broken(e)) => {
+                        return Err(ModelError::Connection(e))
+                    }
                 }
-                Err(e) => return Err(ModelError::Connection(chain(&e))),
             }
+            None => self.send_tls(&body).await?,
         };
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| ModelError::Connection(format!("reading the body: {}", chain(&e))))?;
         if status.is_client_error() {
             return Err(ModelError::Upstream4xx {
                 status: status.as_u16(),
@@ -398,6 +405,33 @@ impl Model for HttpModel {
             },
             Some(upstream_time),
         ))
+    }
+}
+
+impl HttpModel {
+    /// One call through the TLS client: its status and body.
+    async fn send_tls(&self, body: &Value) -> Result<(hyper::StatusCode, String), ModelError> {
+        // A pooled connection the server has since closed (uvicorn drops it after a 500, a
+        // restarted server resets it) fails on reuse; retry once on a new connection (not
+        // from the pool, which may hold more dead ones). Inference is a pure function of the
+        // body, so sending it twice is safe. A refused connection is not retried: that
+        // server is down.
+        let (mut client, mut retried) = (&self.clients.pooled, false);
+        let response = loop {
+            match client.post(self.endpoint.clone()).json(body).send().await {
+                Ok(r) => break r,
+                Err(e) if !retried && e.is_request() && !e.is_connect() => {
+                    (client, retried) = (&self.clients.fresh, true);
+                }
+                Err(e) => return Err(ModelError::Connection(chain(&e))),
+            }
+        };
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ModelError::Connection(format!("reading the body: {}", chain(&e))))?;
+        Ok((status, text))
     }
 }
 

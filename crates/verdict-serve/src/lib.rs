@@ -8,7 +8,8 @@
 //! - [`onnx`]: in-process ONNX models behind an engine trait (tract by default); the
 //!   default `rec-v1`/`rec-v2` are small ONNX recommenders shipped in `models/`.
 //! - [`http`]: proxies to model servers (MLflow, KServe V2 / MLServer, BentoML) with pooled
-//!   connections and classified errors.
+//!   connections and classified errors; [`conn`]: its plain-HTTP connections, driven by
+//!   the calling task.
 //! - [`guard`]: per-model timeout, concurrency limit and circuit breaker.
 //! - [`builtin`]: deterministic models that need nothing installed, for tests and drills.
 //! - [`shadow`]: compares a shadow variant's output with the control's (agreement,
@@ -18,6 +19,7 @@
 //! measured the same way.
 
 pub mod builtin;
+pub mod conn;
 pub mod guard;
 pub mod http;
 pub mod onnx;

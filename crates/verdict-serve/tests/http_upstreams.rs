@@ -301,11 +301,22 @@ async fn connections_are_reused() {
     for i in 0..50 {
         iris.predict("u", &json!({"features": [i]})).await.unwrap();
     }
-    // hyper returns a connection to the pool just after the body is read, so the next call
-    // can race it and open another one now and then; without pooling this would be 50.
+    // A call puts its connection back before it returns, so sequential calls share one.
     let n = fake.peers.lock().unwrap().len();
-    // Half is a generous bound for a loaded machine and still far from no pooling.
-    assert!(n <= 25, "50 sequential calls used {n} connections");
+    assert_eq!(n, 1, "50 sequential calls used {n} connections");
+    // Concurrent calls each take a connection, and give them back for the next round.
+    for _ in 0..3 {
+        let inputs: Vec<Value> = (0..8).map(|i| json!({"features": [i]})).collect();
+        let calls = inputs.iter().map(|input| iris.predict("u", input));
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+    }
+    let n = fake.peers.lock().unwrap().len();
+    assert!(
+        n <= 9,
+        "three rounds of 8 concurrent calls used {n} connections"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,8 +27,11 @@
 //! * Idempotency by `event_id`: if every id of a batch is already stored, consecutively and in
 //!   the same order, in the same stream, the append succeeds without writing and returns the
 //!   original positions — whatever the expected version says, so a client can retry a request
-//!   whose answer it lost. Ids stored elsewhere, or only some of them, are a
-//!   [`StoreError::DuplicateEventId`].
+//!   whose answer it lost — provided each stored event has the same `event_type`,
+//!   `schema_version` and `payload` as the one sent (metadata and `recorded_at` may differ).
+//!   Ids stored elsewhere, only some of them, or with a different type or payload, are a
+//!   [`StoreError::DuplicateEventId`] naming the stored position: a reused id never silently
+//!   drops new data.
 //! * An error of kind [`StoreError::Unavailable`] (I/O failure, poisoned writer, closed store)
 //!   is an *unknown outcome*: the append may or may not have been stored; retry it with the
 //!   same ids.
@@ -258,6 +261,28 @@ pub trait EventStore: Send + Sync + 'static {
     /// Stops accepting appends and waits for those in flight to finish (durable or failed).
     /// Reads keep working. Idempotent.
     async fn close(&self) -> Result<(), StoreError>;
+
+    /// A random id the store was given when it was created, kept durably with its data, so
+    /// a read model can tell the log it was built from (a snapshot taken from another log,
+    /// or from a log since recreated, must not be trusted). `None` for stores with no
+    /// durable identity (in-memory).
+    fn identity(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether appends can currently succeed: `Err(reason)` while the write path is
+    /// broken (a poisoned writer waiting to recover, a lost connection). Health checks
+    /// report it; it never blocks.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Whether a stored event and a resent one carry the same event (metadata and time aside).
+pub fn same_content(stored: &RecordedEvent, sent: &EventData) -> bool {
+    stored.event_type == sent.event_type
+        && stored.schema_version == sent.schema_version
+        && stored.payload == sent.payload
 }
 
 /// Checks what every backend checks before an append touches storage.

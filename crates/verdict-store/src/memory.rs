@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    validate_append, AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent,
+    same_content, validate_append, AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent,
     StoreError, Subscription,
 };
 
@@ -86,7 +86,9 @@ impl State {
         for (i, e) in events.iter().enumerate() {
             let at = first + i as u64;
             let stored = self.events.get(at as usize - 1);
-            if stored.is_none_or(|s| s.event_id != e.event_id || s.stream != stream) {
+            if stored.is_none_or(|s| {
+                s.event_id != e.event_id || s.stream != stream || !same_content(s, e)
+            }) {
                 let position = self.ids.get(&e.event_id).copied().unwrap_or(first);
                 return Err(StoreError::DuplicateEventId {
                     event_id: e.event_id,

@@ -45,6 +45,7 @@ pub async fn run_all(factory: &dyn StoreFactory) {
     idempotent_retry_of_a_prefix(factory).await;
     partial_duplicate_is_rejected(factory).await;
     duplicate_within_batch_is_rejected(factory).await;
+    reused_id_with_other_content_is_rejected(factory).await;
     invalid_appends_are_rejected(factory).await;
     read_ranges(factory).await;
     concurrent_exact_appends_have_one_winner(factory).await;
@@ -78,6 +79,7 @@ macro_rules! conformance_tests {
                 idempotent_retry_of_a_prefix,
                 partial_duplicate_is_rejected,
                 duplicate_within_batch_is_rejected,
+                reused_id_with_other_content_is_rejected,
                 invalid_appends_are_rejected,
                 read_ranges,
                 concurrent_exact_appends_have_one_winner,
@@ -416,6 +418,72 @@ pub async fn partial_duplicate_is_rejected(factory: &dyn StoreFactory) {
     );
     assert_eq!(store.head().await.unwrap(), 2);
     assert_eq!(store.stream_version("other").await.unwrap(), 0);
+}
+
+/// A stored id sent again with another type, schema version or payload is rejected,
+/// naming where the id is stored, and nothing is written; a retry that differs only in
+/// metadata or `recorded_at` is still a retry.
+pub async fn reused_id_with_other_content_is_rejected(factory: &dyn StoreFactory) {
+    let store = factory.create().await;
+    let batch = events("E", 3);
+    store
+        .append("a", ExpectedVersion::Any, events("X", 2))
+        .await
+        .unwrap();
+    let first = store
+        .append("a", ExpectedVersion::Any, batch.clone())
+        .await
+        .unwrap();
+    let expect_conflict = |err: StoreError, want: u64| match err {
+        StoreError::DuplicateEventId { position, .. } => assert_eq!(position, want),
+        other => panic!("expected DuplicateEventId, got {other:?}"),
+    };
+    // Another payload on the last event of the batch.
+    let mut changed = batch.clone();
+    changed[2].payload = Bytes::from_static(b"{\"amount\": 2}");
+    expect_conflict(
+        store
+            .append("a", ExpectedVersion::Any, changed)
+            .await
+            .unwrap_err(),
+        first.last_position,
+    );
+    // Another type, one event alone.
+    let mut retyped = batch[1].clone();
+    retyped.event_type = "Other".into();
+    expect_conflict(
+        store
+            .append("a", ExpectedVersion::Any, vec![retyped])
+            .await
+            .unwrap_err(),
+        first.first_position + 1,
+    );
+    // Another schema version.
+    let mut upgraded = batch[0].clone();
+    upgraded.schema_version += 1;
+    expect_conflict(
+        store
+            .append("a", ExpectedVersion::Any, vec![upgraded])
+            .await
+            .unwrap_err(),
+        first.first_position,
+    );
+    // Metadata and time differ: still the same event, the original positions.
+    let mut retried = batch.clone();
+    for e in &mut retried {
+        e.metadata = Bytes::from_static(b"{\"correlation_id\": \"retry\"}");
+        e.recorded_at += 1_000_000;
+    }
+    assert_eq!(
+        store
+            .append("a", ExpectedVersion::Any, retried)
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(store.head().await.unwrap(), 5);
+    let stored = all_events(&*store).await;
+    assert_same_envelope(&stored[4], &batch[2]);
 }
 
 /// A batch repeating an id is rejected.

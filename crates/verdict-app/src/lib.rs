@@ -8,6 +8,7 @@
 //!   `verdict-stats` from the read model.
 //! - [`dashboard_queries`]: the timeline with the cumulative lift per bucket, for the
 //!   dashboard.
+//! - [`health`]: component health of the background tasks, and their supervision.
 //! - [`monitor`]: the six monitors, alerts as events, and the guardrail stop.
 //! - [`instrument`]: a store decorator measuring appends for `/metrics`.
 //! - [`codec`]: domain events to and from the store's envelope.
@@ -17,6 +18,7 @@
 pub mod codec;
 pub mod dashboard_queries;
 pub mod error;
+pub mod health;
 pub mod instrument;
 pub mod monitor;
 pub mod projector;

@@ -8,6 +8,7 @@
 //! [`MonitorRunner`] evaluates after every projected batch and on a timer, appends
 //! `AlertRaised` / `AlertResolved`, and on a P1 stops the experiment with `auto: true`.
 
+use crate::health::Health;
 use crate::queries;
 use crate::readmodel::{BucketStats, ExperimentView, HOUR_MICROS};
 use crate::service::{Clock, CommandService};
@@ -260,7 +261,11 @@ pub struct MonitorRunner {
     /// (experiment, monitor) raised or resolved by this runner but not yet projected,
     /// so a slow projection does not make it act twice.
     pending: std::sync::Mutex<HashSet<(String, &'static str, bool)>>,
+    health: Health,
 }
+
+/// The component the monitor runner reports as.
+pub const MONITOR_RUNNER: &str = "monitors";
 
 impl std::fmt::Debug for MonitorRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,7 +308,23 @@ impl MonitorRunner {
             projections,
             clock,
             pending: std::sync::Mutex::new(HashSet::new()),
+            health: Health::new(),
         }
+    }
+
+    /// Reports to `health` as [`MONITOR_RUNNER`]: down while alerts cannot be raised, resolved
+    /// or acted on (each is retried on the next tick).
+    pub fn with_health(mut self, health: Health) -> Self {
+        health.register(MONITOR_RUNNER);
+        self.health = health;
+        self
+    }
+
+    fn forget_pending(&self, key: &(String, &'static str, bool)) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Evaluates every running experiment once and acts on the findings.
@@ -353,6 +374,7 @@ impl MonitorRunner {
             }
         }
         let mut actions = Vec::new();
+        let mut failure = None;
         for (id, f, active, auto_stop) in todo {
             match active {
                 None => {
@@ -366,7 +388,9 @@ impl MonitorRunner {
                         evidence: f.evidence.clone(),
                     });
                     if let Err(e) = self.commands.append_event(event).await {
-                        tracing::error!(experiment = %id, monitor = f.monitor, error = %e, "could not raise alert");
+                        // Not raised: forget it, so the next tick tries again.
+                        self.forget_pending(&(id.clone(), f.monitor, true));
+                        failure = Some(format!("raising the {} alert of {id}: {e}", f.monitor));
                         continue;
                     }
                     tracing::warn!(experiment = %id, monitor = f.monitor, severity = f.severity, "{}", f.message);
@@ -388,7 +412,7 @@ impl MonitorRunner {
                                 alert_id,
                             }),
                             Err(e) => {
-                                tracing::error!(experiment = %id, error = %e, "guardrail could not stop the experiment")
+                                failure = Some(format!("the guardrail could not stop {id}: {e}"));
                             }
                         }
                     }
@@ -401,15 +425,24 @@ impl MonitorRunner {
                         message: f.message.clone(),
                         evidence: f.evidence.clone(),
                     });
-                    if self.commands.append_event(event).await.is_ok() {
-                        actions.push(Action::Resolved {
+                    match self.commands.append_event(event).await {
+                        Ok(_) => actions.push(Action::Resolved {
                             experiment_id: id.clone(),
                             monitor: f.monitor,
                             alert_id,
-                        });
+                        }),
+                        Err(e) => {
+                            self.forget_pending(&(id.clone(), f.monitor, false));
+                            failure =
+                                Some(format!("resolving the {} alert of {id}: {e}", f.monitor));
+                        }
                     }
                 }
             }
+        }
+        match failure {
+            Some(reason) => self.health.down(MONITOR_RUNNER, reason),
+            None => self.health.up(MONITOR_RUNNER),
         }
         actions
     }

@@ -5,6 +5,7 @@
 //! disagree: a restart loads the snapshot and resumes at `position + 1` without double
 //! counting. Queries wait on [`Projections::wait_for`] to read their own writes.
 
+use crate::health::{pause, Backoff, Health};
 use crate::readmodel::{Prepared, ReadModel};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,7 +61,11 @@ impl Projections {
 
     /// Loads the snapshot at `path` if it exists.
     pub fn load(path: &Path) -> Result<Arc<Self>, ProjectionError> {
-        let model = match std::fs::read(path) {
+        Ok(Self::new(Self::read_snapshot(path)?, Some(path.to_owned())))
+    }
+
+    fn read_snapshot(path: &Path) -> Result<ReadModel, ProjectionError> {
+        Ok(match std::fs::read(path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| ProjectionError::BadSnapshot {
                     path: path.to_owned(),
@@ -74,7 +79,25 @@ impl Projections {
                     source,
                 })
             }
-        };
+        })
+    }
+
+    /// Loads the snapshot at `path` for `store`, trusting it only if it was built from
+    /// that store: a snapshot claiming a position beyond the store's head (the log was cut
+    /// back by a repair, or is another log) or naming another store identity is discarded
+    /// with a warning, and the projection is rebuilt from the log. The model is stamped
+    /// with the store's identity.
+    pub async fn load_for(
+        path: &Path,
+        store: &dyn EventStore,
+    ) -> Result<Arc<Self>, ProjectionError> {
+        let mut model = Self::read_snapshot(path)?;
+        let head = store.head().await?;
+        if let Some(why) = untrusted(&model, head, store.identity().as_deref()) {
+            tracing::warn!(snapshot = %path.display(), "discarding the projections' snapshot: {why}; rebuilding from the log");
+            model = ReadModel::default();
+        }
+        model.store_identity = store.identity();
         Ok(Self::new(model, Some(path.to_owned())))
     }
 
@@ -145,6 +168,24 @@ impl Projections {
     }
 }
 
+/// Why a read model cannot have been built from a store at `head` with `identity`; `None`
+/// when it can. A snapshot without an identity (written before identities existed) is
+/// trusted when it is not ahead of the log.
+pub fn untrusted(model: &ReadModel, head: u64, identity: Option<&str>) -> Option<String> {
+    if model.position > head {
+        return Some(format!(
+            "it reflects position {} but the log ends at {head}",
+            model.position
+        ));
+    }
+    match (model.store_identity.as_deref(), identity) {
+        (Some(built_from), Some(store)) if built_from != store => Some(format!(
+            "it was built from store {built_from}, this is store {store}"
+        )),
+        _ => None,
+    }
+}
+
 /// Applies stored events to `model`, skipping (and counting) undecodable ones.
 fn apply_page(model: &mut ReadModel, events: &[RecordedEvent]) {
     for e in events {
@@ -199,48 +240,151 @@ impl Default for CheckpointPolicy {
     }
 }
 
+/// The component the projector reports its following as.
+pub const PROJECTOR: &str = "projector";
+/// The component the projector reports its snapshot writes as.
+pub const SNAPSHOT: &str = "snapshot";
+
 /// Follows the store from the model's position until `shutdown` flips to true, then
 /// saves a final snapshot. Events are applied in pages of up to 1,024.
+///
+/// Nothing ends it but shutdown: a store error marks [`PROJECTOR`] down and resubscribes
+/// after a backoff; a failed snapshot write marks [`SNAPSHOT`] down and is retried with
+/// backoff (even while no events arrive) while the projection goes on from memory. Only
+/// the final save's error is returned.
 pub async fn run(
     store: Arc<dyn EventStore>,
     projections: Arc<Projections>,
     policy: CheckpointPolicy,
+    health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
+    health.register(PROJECTOR);
+    health.register(SNAPSHOT);
+    let mut saver = Saver::new(policy, health.clone());
+    let mut backoff = Backoff::default();
+    loop {
+        let before = projections.position();
+        match follow(&*store, &projections, &mut saver, &health, &mut shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                health.down(PROJECTOR, e.to_string());
+                // It got somewhere since the last failure: a new outage, retry soon.
+                backoff.reset_if(projections.position() > before);
+                if !pause(backoff.next_delay(), &mut shutdown).await {
+                    break;
+                }
+            }
+        }
+    }
+    let saved = projections.save().await;
+    match &saved {
+        Ok(()) => health.up(SNAPSHOT),
+        Err(e) => health.down(SNAPSHOT, e.to_string()),
+    }
+    saved
+}
+
+/// When the projector saves: by policy while saves succeed, by backoff after a failure.
+struct Saver {
+    policy: CheckpointPolicy,
+    health: Health,
+    since_save: u64,
+    last_save: Instant,
+    /// Set after a failed save: the next attempt is due then, events or not.
+    retry_at: Option<tokio::time::Instant>,
+    backoff: Backoff,
+}
+
+impl Saver {
+    fn new(policy: CheckpointPolicy, health: Health) -> Self {
+        Self {
+            policy,
+            health,
+            since_save: 0,
+            last_save: Instant::now(),
+            retry_at: None,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+        }
+    }
+
+    fn due(&self) -> bool {
+        match self.retry_at {
+            Some(at) => tokio::time::Instant::now() >= at,
+            None => {
+                self.since_save >= self.policy.events
+                    || (self.since_save > 0 && self.last_save.elapsed() >= self.policy.every)
+            }
+        }
+    }
+
+    async fn save(&mut self, projections: &Projections) {
+        match projections.save().await {
+            Ok(()) => {
+                self.since_save = 0;
+                self.last_save = Instant::now();
+                self.retry_at = None;
+                self.backoff.reset();
+                self.health.up(SNAPSHOT);
+            }
+            Err(e) => {
+                self.health.down(SNAPSHOT, e.to_string());
+                self.retry_at = Some(tokio::time::Instant::now() + self.backoff.next_delay());
+            }
+        }
+    }
+
+    /// Resolves when a retry of a failed save is due; never while saves succeed.
+    async fn retry_due(&self) {
+        match self.retry_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// One subscription's worth of projecting: `Ok` at shutdown or when the store closed.
+async fn follow(
+    store: &dyn EventStore,
+    projections: &Projections,
+    saver: &mut Saver,
+    health: &Health,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ProjectionError> {
     let mut sub = store.subscribe(projections.position() + 1).await?;
-    let mut since_save = 0u64;
-    let mut last_save = Instant::now();
+    health.up(PROJECTOR);
     let mut page = Vec::with_capacity(1024);
     loop {
         tokio::select! {
             biased;
-            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => break,
+            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return Ok(()),
+            () = saver.retry_due() => saver.save(projections).await,
             next = sub.next() => {
                 match next {
                     Some(Ok(e)) => page.push(e),
                     Some(Err(e)) => return Err(e.into()),
-                    None => break,
+                    None => return Ok(()),
                 }
                 // Take whatever else is already buffered, without waiting.
                 while page.len() < 1024 {
                     match tokio::time::timeout(Duration::ZERO, sub.next()).await {
                         Ok(Some(Ok(e))) => page.push(e),
-                        Ok(Some(Err(e))) => return Err(e.into()),
+                        Ok(Some(Err(e))) => {
+                            projections.apply(&page).await;
+                            return Err(e.into());
+                        }
                         _ => break,
                     }
                 }
                 projections.apply(&page).await;
-                since_save += page.len() as u64;
+                saver.since_save += page.len() as u64;
                 page.clear();
-                if since_save >= policy.events || (since_save > 0 && last_save.elapsed() >= policy.every) {
-                    projections.save().await?;
-                    since_save = 0;
-                    last_save = Instant::now();
+                if saver.due() {
+                    saver.save(projections).await;
                 }
             }
         }
     }
-    projections.save().await
 }
 
 /// Rebuilds a read model from position zero by reading the whole log in pages,

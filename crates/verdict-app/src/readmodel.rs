@@ -539,6 +539,10 @@ pub struct ReadModel {
     pub experiments: BTreeMap<String, ExperimentView>,
     /// Events that could not be decoded (skipped, counted).
     pub undecodable: u64,
+    /// The identity of the store these events came from ([`verdict_store::EventStore::identity`]):
+    /// a snapshot is trusted only by the log it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_identity: Option<String>,
 }
 
 impl ReadModel {

@@ -6,6 +6,7 @@
 //! never writes a read model.
 
 mod follow;
+pub use follow::FOLLOWER;
 
 use crate::codec;
 use crate::error::AppError;

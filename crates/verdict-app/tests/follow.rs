@@ -19,7 +19,11 @@ async fn node(store: &Arc<dyn EventStore>) -> Arc<CommandService> {
     );
     let (stop, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop); // follow for the whole test
-    tokio::spawn(service.clone().follow(from, rx));
+    tokio::spawn(
+        service
+            .clone()
+            .follow(from, verdict_app::health::Health::new(), rx),
+    );
     service
 }
 

@@ -31,7 +31,13 @@ async fn replay_equals_the_live_projection_and_snapshots_resume() {
         every: Duration::from_millis(1),
         events: 50,
     };
-    let task = tokio::spawn(projector::run(store.clone(), live.clone(), policy, rx));
+    let task = tokio::spawn(projector::run(
+        store.clone(),
+        live.clone(),
+        policy,
+        verdict_app::health::Health::new(),
+        rx,
+    ));
     let mut last = 0;
     for i in 0..300 {
         let p = commands
@@ -79,6 +85,7 @@ async fn replay_equals_the_live_projection_and_snapshots_resume() {
         store.clone(),
         resumed.clone(),
         CheckpointPolicy::default(),
+        verdict_app::health::Health::new(),
         rx,
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;

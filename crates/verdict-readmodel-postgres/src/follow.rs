@@ -4,26 +4,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use verdict_app::health::Health;
 use verdict_app::Projections;
+
+/// The component the follower reports as.
+pub const READ_MODEL_FOLLOWER: &str = "read_model_follower";
 
 use crate::{ReadModelError, ReadModelOptions, Reader};
 
 /// Polls the checkpoint every `poll` and loads what changed into `projections`, until
-/// `shutdown`. Connection failures are logged and retried (the node keeps answering from
-/// what it has; `?min_position=` waits time out meanwhile).
+/// `shutdown`. Connection failures mark [`READ_MODEL_FOLLOWER`] down and are retried (the
+/// node keeps answering from what it has; `?min_position=` waits time out meanwhile).
 pub async fn follow(
     options: ReadModelOptions,
     projections: Arc<Projections>,
     poll: Duration,
+    health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    health.register(READ_MODEL_FOLLOWER);
     let mut reader: Option<Reader> = None;
     loop {
         if *shutdown.borrow() {
             return;
         }
         if let Err(e) = step(&options, &mut reader, &projections).await {
-            tracing::warn!(error = %e, "read-model follower: retrying");
+            health.down(READ_MODEL_FOLLOWER, e.to_string());
             reader = None;
             tokio::select! {
                 _ = shutdown.changed() => {}
@@ -31,6 +37,7 @@ pub async fn follow(
             }
             continue;
         }
+        health.up(READ_MODEL_FOLLOWER);
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = tokio::time::sleep(poll) => {}

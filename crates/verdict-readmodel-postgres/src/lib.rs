@@ -165,6 +165,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO checkpoint (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+ALTER TABLE checkpoint ADD COLUMN IF NOT EXISTS store_identity text;
 CREATE TABLE IF NOT EXISTS snapshot (
     id int PRIMARY KEY CHECK (id = 1),
     position bigint NOT NULL,
@@ -393,6 +394,53 @@ impl Writer {
             }
         };
         Ok((checkpoint as u64, snapshot))
+    }
+
+    /// The identity of the store the tables were built from, if recorded.
+    pub async fn store_identity(&self) -> Result<Option<String>, ReadModelError> {
+        Ok(self
+            .client
+            .query_one("SELECT store_identity FROM checkpoint WHERE id = 1", &[])
+            .await?
+            .get(0))
+    }
+
+    /// Records the identity of the store the tables are built from (tables written
+    /// before identities existed).
+    pub async fn record_identity(&self, identity: Option<&str>) -> Result<(), ReadModelError> {
+        self.client
+            .execute(
+                "UPDATE checkpoint SET store_identity = $1 WHERE id = 1",
+                &[&identity],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Empties every read-model table and sets the checkpoint to 0 for the store named
+    /// `identity`, in one transaction: the tables were built from another log (or one
+    /// since cut back) and are rebuilt from position 1.
+    pub async fn reset(&self, identity: Option<&str>) -> Result<(), ReadModelError> {
+        self.client
+            .batch_execute(
+                "BEGIN; TRUNCATE snapshot, experiments, variant_results, timeline_hourly, alerts; \
+                 UPDATE checkpoint SET position = 0, updated_at = now() WHERE id = 1;",
+            )
+            .await?;
+        let recorded = async {
+            self.client
+                .execute(
+                    "UPDATE checkpoint SET store_identity = $1 WHERE id = 1",
+                    &[&identity],
+                )
+                .await?;
+            self.client.batch_execute("COMMIT").await
+        };
+        if let Err(e) = recorded.await {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     async fn prepare(&mut self) -> Result<(), ReadModelError> {

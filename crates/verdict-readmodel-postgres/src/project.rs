@@ -38,9 +38,33 @@ impl Default for ProjectorOptions {
 
 /// Loads the writer's snapshot into projections (empty when there is none) and returns
 /// them with the tables' checkpoint.
-pub async fn open_projections(writer: &Writer) -> Result<(Arc<Projections>, u64), ReadModelError> {
-    let (checkpoint, snapshot) = writer.load().await?;
-    let model = snapshot.unwrap_or_default();
+pub async fn open_projections(
+    writer: &Writer,
+    store: &dyn EventStore,
+) -> Result<(Arc<Projections>, u64), ReadModelError> {
+    let (mut checkpoint, snapshot) = writer.load().await?;
+    let mut model = snapshot.unwrap_or_default();
+    // The tables are trusted only by the store they were built from (see
+    // `verdict_app::projector::untrusted`); otherwise they are emptied and rebuilt.
+    let head = store.head().await?;
+    let identity = store.identity();
+    let mut claimed = model.clone();
+    claimed.position = checkpoint;
+    claimed.store_identity = match writer.store_identity().await? {
+        Some(recorded) => Some(recorded),
+        None => model.store_identity.clone(),
+    };
+    if let Some(why) = verdict_app::projector::untrusted(&claimed, head, identity.as_deref()) {
+        tracing::warn!(
+            "discarding the PostgreSQL read models: {why}; rebuilding them from the log"
+        );
+        writer.reset(identity.as_deref()).await?;
+        checkpoint = 0;
+        model = Default::default();
+    } else if claimed.store_identity.is_none() {
+        writer.record_identity(identity.as_deref()).await?;
+    }
+    model.store_identity = identity;
     if model.position > checkpoint {
         return Err(ReadModelError::Corrupt(format!(
             "snapshot at {} is ahead of the checkpoint {checkpoint}",
@@ -202,7 +226,7 @@ pub async fn project_to_head(
     options: ProjectorOptions,
 ) -> Result<ReadModel, ReadModelError> {
     let head = store.head().await?;
-    let (projections, checkpoint) = open_projections(&writer).await?;
+    let (projections, checkpoint) = open_projections(&writer, &*store).await?;
     let (stop, rx) = watch::channel(false);
     let run = tokio::spawn(run_projector(
         store,

@@ -116,7 +116,7 @@ async fn a_restarted_projector_writes_tables_equal_to_a_replay() {
     };
     let writer = Writer::connect(options.clone()).await.unwrap();
     assert!(writer.try_lock().await.unwrap());
-    let (projections, checkpoint) = open_projections(&writer).await.unwrap();
+    let (projections, checkpoint) = open_projections(&writer, &*store).await.unwrap();
     assert_eq!((projections.position(), checkpoint), (0, 0));
     let (_stop, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(run_projector(
@@ -150,7 +150,7 @@ async fn a_restarted_projector_writes_tables_equal_to_a_replay() {
         assert!(tries < 50, "the dead projector's lock was never released");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (projections, checkpoint) = open_projections(&writer).await.unwrap();
+    let (projections, checkpoint) = open_projections(&writer, &*store).await.unwrap();
     // The kill may have come between applying a page and committing it: the tables show
     // some position up to `half`, the snapshot an earlier one.
     assert!(

@@ -920,13 +920,39 @@ async fn readyz(State(s): State<AppState>) -> ApiResult {
         .await
         .map_err(|e| AppError::Unavailable(e.to_string()))?;
     let position = s.projections.position();
-    let mut body = json!({"status": "ready", "head": head, "projected": position, "lag": head.saturating_sub(position)});
+    let components = crate::readiness::components(&s);
+    let down: Vec<&str> = components
+        .iter()
+        .filter(|c| !c.up)
+        .map(|c| c.name.as_str())
+        .collect();
+    let status = if down.is_empty() {
+        "ready"
+    } else {
+        "not_ready"
+    };
+    let listed: serde_json::Map<String, Value> = components
+        .iter()
+        .map(|c| {
+            let mut v = json!({"up": c.up, "failures": c.failures});
+            if let Some(e) = &c.error {
+                v["error"] = json!(e);
+            }
+            (c.name.clone(), v)
+        })
+        .collect();
+    let mut body = json!({"status": status, "head": head, "projected": position, "lag": head.saturating_sub(position), "down": down, "components": listed});
     // On a node that follows a shared store: how far its command side has seen the others'
     // writes (an outcome is attributed only to an exposure this node has seen).
     if let Some(followed) = s.commands.followed() {
         body["followed"] = json!(followed);
     }
-    ok(StatusCode::OK, body)
+    let code = if down.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    ok(code, body)
 }
 
 async fn prometheus(State(s): State<AppState>) -> ApiResult {
@@ -943,6 +969,7 @@ async fn prometheus(State(s): State<AppState>) -> ApiResult {
             s.commands.shadow_dropped(),
             s.commands.shadow_in_flight(),
         );
+        crate::readiness::render(&mut text, &crate::readiness::components(&s));
         text
     };
     Ok((

@@ -41,6 +41,36 @@ pub struct ApiKey {
     pub name: Option<String>,
 }
 
+/// The shortest key accepted: a guessable key is no key.
+pub const MIN_KEY_LEN: usize = 16;
+
+/// Refuses a configuration with an empty, short, padded or repeated key (a config error
+/// at start, never a key that an empty header could match).
+pub fn validate_keys(keys: &[ApiKey]) -> Result<(), String> {
+    for (i, k) in keys.iter().enumerate() {
+        let name = k
+            .name
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
+        if k.key.chars().count() < MIN_KEY_LEN {
+            return Err(format!(
+                "api_keys[{i}].key{name}: keys must have at least {MIN_KEY_LEN} characters"
+            ));
+        }
+        if k.key.trim() != k.key || k.key.chars().any(char::is_control) {
+            return Err(format!(
+                "api_keys[{i}].key{name}: keys must not have surrounding whitespace or control characters"
+            ));
+        }
+        if keys[..i].iter().any(|o| o.key == k.key) {
+            return Err(format!(
+                "api_keys[{i}].key{name}: the same key is configured twice"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn presented(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(v.trim());

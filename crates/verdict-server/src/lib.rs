@@ -18,7 +18,10 @@
 //! - [`dashboard`]: the HTML dashboard with server-drawn SVG charts.
 //! - [`error`]: HTTP error mapping.
 //! - [`extract`]: extractors whose rejections name the field.
+//! - [`guard`]: loopback-only Host, no cross-site writes, JSON bodies.
+//! - [`listen`]: the accept loop: timeouts, connection limit, shutdown deadline.
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format.
+//! - [`readiness`]: `GET /readyz` from the components' health.
 //! - [`webhooks`]: at-least-once alert delivery to configured URLs.
 
 pub mod api;
@@ -27,7 +30,10 @@ pub mod backend;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod guard;
+pub mod listen;
 pub mod metrics;
+pub mod readiness;
 pub mod webhooks;
 
 use auth::ApiKey;
@@ -80,6 +86,11 @@ pub struct ServerConfig {
     /// Threads that run in-process (ONNX) models; `None`: the process-wide pool, sized by
     /// `verdict_serve::onnx::InferencePool::default_threads`.
     pub inference_threads: Option<usize>,
+    /// Timeouts and the connection limit of the HTTP listener.
+    pub limits: listen::HttpLimits,
+    /// Without API keys, answer requests for any `Host` (the operator chose to serve
+    /// beyond loopback without keys); otherwise only loopback names ([`guard`]).
+    pub allow_public: bool,
 }
 
 impl ServerConfig {
@@ -101,6 +112,8 @@ impl ServerConfig {
             follow_store: false,
             read_model_poll: Duration::from_millis(50),
             inference_threads: None,
+            limits: listen::HttpLimits::default(),
+            allow_public: false,
         }
     }
 }
@@ -131,6 +144,9 @@ pub enum ServerError {
     /// Binding or serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is unsafe or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Shared state of every handler.
@@ -149,6 +165,10 @@ pub struct Inner {
     pub store_stats: Arc<verdict_app::instrument::StoreStats>,
     /// Configuration.
     pub config: ServerConfig,
+    /// Health of the background tasks (`/readyz`, `verdict_component_up`).
+    pub health: verdict_app::health::Health,
+    /// The token the dashboard's forms carry (random per process).
+    pub csrf: String,
 }
 
 impl std::fmt::Debug for Inner {
@@ -195,8 +215,27 @@ impl AppState {
             store,
             store_stats,
             config,
+            health: verdict_app::health::Health::new(),
+            // Two v7 ids: 148 random bits (the timestamps add none).
+            csrf: format!(
+                "{}{}",
+                uuid::Uuid::now_v7().simple(),
+                uuid::Uuid::now_v7().simple()
+            ),
         })))
     }
+}
+
+/// The routes with everything in front of them: the door checks ([`guard`]), then the
+/// body read within its deadline and limit ([`listen::read_body`]).
+pub fn app(state: AppState) -> axum::Router {
+    let (body_read, body_limit) = (state.config.limits.body_read, state.config.body_limit);
+    api::router(state.clone())
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            listen::read_body(body_read, body_limit, req, next)
+        }))
+        .layer(axum::middleware::from_fn_with_state(state, guard::guard))
 }
 
 /// A running server.
@@ -234,12 +273,13 @@ pub async fn start_with_store(
     store: Arc<dyn EventStore>,
     listener: tokio::net::TcpListener,
 ) -> Result<Server, ServerError> {
+    auth::validate_keys(&config.api_keys).map_err(ServerError::Config)?;
     let projections = match &config.read_models {
         Some(options) => {
             let mut reader = verdict_readmodel_postgres::Reader::connect(options).await?;
             verdict_readmodel_postgres::load_projections(&mut reader).await?
         }
-        None => Projections::load(&config.data_dir.join("projections.json"))?,
+        None => Projections::load_for(&config.data_dir.join("projections.json"), &*store).await?,
     };
     // The command side rebuilds from the log up to at least this head; its follower
     // (shared stores) goes on from there.
@@ -255,8 +295,13 @@ pub async fn start_with_store(
     )
     .await?;
     let (shutdown, rx) = watch::channel(false);
-    let follower = (config.follow_store || config.read_models.is_some())
-        .then(|| tokio::spawn(state.commands.clone().follow(rebuilt_from + 1, rx.clone())));
+    let follower = (config.follow_store || config.read_models.is_some()).then(|| {
+        tokio::spawn(state.commands.clone().follow(
+            rebuilt_from + 1,
+            state.health.clone(),
+            rx.clone(),
+        ))
+    });
     let (projector, monitors, deliveries) = match &config.read_models {
         Some(options) => {
             // Another process projects, runs the monitors and delivers webhooks.
@@ -264,6 +309,7 @@ pub async fn start_with_store(
                 options.clone(),
                 projections.clone(),
                 config.read_model_poll,
+                state.health.clone(),
                 rx.clone(),
             );
             let projector = tokio::spawn(async move {
@@ -277,13 +323,13 @@ pub async fn start_with_store(
                 store.clone(),
                 projections.clone(),
                 config.checkpoint,
+                state.health.clone(),
                 rx.clone(),
             ));
-            let runner = Arc::new(MonitorRunner::new(
-                state.commands.clone(),
-                projections,
-                Arc::new(SystemClock),
-            ));
+            let runner = Arc::new(
+                MonitorRunner::new(state.commands.clone(), projections, Arc::new(SystemClock))
+                    .with_health(state.health.clone()),
+            );
             let monitors = tokio::spawn(runner.run(
                 config.monitor_every,
                 Duration::from_millis(200),
@@ -294,22 +340,21 @@ pub async fn start_with_store(
                 config.webhooks.clone(),
                 config.data_dir.clone(),
                 config.webhook_backoff,
+                state.health.clone(),
                 rx.clone(),
             ));
             (projector, monitors, deliveries)
         }
     };
-    let app =
-        api::router(state.clone()).layer(axum::extract::DefaultBodyLimit::max(config.body_limit));
+    let app = app(state.clone());
     let addr = listener.local_addr()?;
-    let mut http_rx = rx;
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_rx.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http = tokio::spawn(listen::serve(
+        listener,
+        app,
+        config.limits,
+        state.health.clone(),
+        rx,
+    ));
     Ok(Server {
         addr,
         shutdown,

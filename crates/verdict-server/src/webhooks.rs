@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use verdict_app::health::Health;
 use verdict_store::{EventStore, RecordedEvent};
 
 /// Backoff between attempts: `first`, doubling up to `max`.
@@ -61,20 +62,28 @@ pub fn payload(e: &RecordedEvent) -> serde_json::Value {
     })
 }
 
+/// The component the deliverer reports as.
+pub const WEBHOOKS: &str = "webhooks";
+
+/// Failed attempts at one delivery before the deliverer reports itself down.
+const DOWN_AFTER_ATTEMPTS: u32 = 3;
+
 /// POSTs `body` to `url` until it is accepted (2xx) or `shutdown` flips; returns the
-/// number of attempts, or `None` if shut down first.
+/// number of attempts, or `None` if shut down first. From the third failed attempt on,
+/// [`WEBHOOKS`] is down in `health` until the delivery succeeds.
 pub async fn deliver(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
     backoff: Backoff,
+    health: &Health,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<u32> {
     let mut delay = backoff.first;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match client
+        let failure = match client
             .post(url)
             .json(body)
             .timeout(Duration::from_secs(10))
@@ -82,10 +91,19 @@ pub async fn deliver(
             .await
         {
             Ok(r) if r.status().is_success() => return Some(attempt),
-            Ok(r) => {
-                tracing::warn!(url, status = %r.status(), attempt, "webhook refused; retrying")
-            }
-            Err(e) => tracing::warn!(url, error = %e, attempt, "webhook failed; retrying"),
+            Ok(r) => format!("{url} answered {}", r.status()),
+            Err(e) => format!("{url}: {e}"),
+        };
+        tracing::warn!(
+            url,
+            attempt,
+            "webhook delivery failed ({failure}); retrying"
+        );
+        if attempt >= DOWN_AFTER_ATTEMPTS {
+            health.down(
+                WEBHOOKS,
+                format!("alert delivery failing after {attempt} attempts: {failure}"),
+            );
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -95,53 +113,61 @@ pub async fn deliver(
     }
 }
 
-/// Follows the store and delivers every alert event to every URL, until `shutdown`.
+/// Follows the store and delivers every alert event to every URL, until `shutdown`. A
+/// failed subscription is retried from the checkpoint with backoff, [`WEBHOOKS`] down
+/// meanwhile.
 pub async fn run(
     store: Arc<dyn EventStore>,
     urls: Vec<String>,
     data_dir: PathBuf,
     backoff: Backoff,
+    health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if urls.is_empty() {
         return;
     }
+    health.register(WEBHOOKS);
     let checkpoint = data_dir.join("webhooks.checkpoint");
-    let from = read_checkpoint(&checkpoint) + 1;
+    let mut next = read_checkpoint(&checkpoint) + 1;
     let client = reqwest::Client::new();
-    let mut sub = match store.subscribe(from).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "webhooks cannot follow the store");
-            return;
-        }
-    };
+    let mut retry = verdict_app::health::Backoff::default();
     loop {
-        let next = tokio::select! {
-            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
-            next = sub.next() => next,
-        };
-        let event = match next {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "webhook subscription failed");
-                return;
-            }
-            None => return,
-        };
-        if event.event_type == "AlertRaised" || event.event_type == "AlertResolved" {
-            let body = payload(&event);
-            for url in &urls {
-                if deliver(&client, url, &body, backoff, &mut shutdown)
-                    .await
-                    .is_none()
-                {
-                    return; // shutting down: the checkpoint stays before this event
+        let failure = match store.subscribe(next).await {
+            Ok(mut sub) => loop {
+                let event = tokio::select! {
+                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                    next = sub.next() => next,
+                };
+                let event = match event {
+                    Some(Ok(e)) => e,
+                    Some(Err(e)) => break format!("following the store: {e}"),
+                    None => return,
+                };
+                retry.reset();
+                if event.event_type == "AlertRaised" || event.event_type == "AlertResolved" {
+                    let body = payload(&event);
+                    for url in &urls {
+                        if deliver(&client, url, &body, backoff, &health, &mut shutdown)
+                            .await
+                            .is_none()
+                        {
+                            return; // shutting down: the checkpoint stays before this event
+                        }
+                    }
+                    match write_checkpoint(&checkpoint, event.position) {
+                        Ok(()) => health.up(WEBHOOKS),
+                        // Delivery goes on; a restart may repeat alerts until a save works.
+                        Err(e) => health.down(WEBHOOKS, format!("saving the checkpoint: {e}")),
+                    }
                 }
-            }
-            if let Err(e) = write_checkpoint(&checkpoint, event.position) {
-                tracing::error!(error = %e, "cannot save the webhook checkpoint");
-            }
+                next = event.position + 1;
+            },
+            Err(e) => format!("subscribing at {next}: {e}"),
+        };
+        health.down(WEBHOOKS, failure);
+        if !verdict_app::health::pause(retry.next_delay(), &mut shutdown).await {
+            return;
         }
     }
 }

@@ -550,17 +550,17 @@ async fn batch_ingest_answers_every_line() {
 async fn api_keys_and_roles() {
     let keys = vec![
         ApiKey {
-            key: "admin-key".into(),
+            key: "admin-key-0123456789".into(),
             role: Role::Admin,
             name: None,
         },
         ApiKey {
-            key: "ingest-key".into(),
+            key: "ingest-key-0123456789".into(),
             role: Role::Ingest,
             name: None,
         },
         ApiKey {
-            key: "read-key".into(),
+            key: "read-key-0123456789".into(),
             role: Role::Read,
             name: None,
         },
@@ -585,7 +585,7 @@ async fn api_keys_and_roles() {
             reqwest::Method::POST,
             "/api/experiments",
             create,
-            Some("ingest-key"),
+            Some("ingest-key-0123456789"),
         )
         .await;
     assert_eq!(
@@ -597,7 +597,7 @@ async fn api_keys_and_roles() {
             reqwest::Method::POST,
             "/api/experiments",
             create,
-            Some("admin-key"),
+            Some("admin-key-0123456789"),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
@@ -606,7 +606,7 @@ async fn api_keys_and_roles() {
             reqwest::Method::GET,
             "/api/experiments",
             None,
-            Some("read-key"),
+            Some("read-key-0123456789"),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -615,7 +615,7 @@ async fn api_keys_and_roles() {
             reqwest::Method::POST,
             "/api/conversions",
             Some(r#"{"experiment_id": "exp-001", "user_id": "u"}"#),
-            Some("read-key"),
+            Some("read-key-0123456789"),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);

@@ -21,6 +21,8 @@ struct App {
     base: String,
     client: reqwest::Client,
     clock: Arc<ManualClock>,
+    /// The token the dashboard's forms carry.
+    csrf: String,
     _shutdown: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -56,6 +58,7 @@ async fn spawn(keys: Vec<ApiKey>) -> App {
         store,
         projections.clone(),
         CheckpointPolicy::default(),
+        verdict_app::health::Health::new(),
         rx.clone(),
     ));
     let runner = Arc::new(verdict_app::monitor::MonitorRunner::new(
@@ -70,7 +73,8 @@ async fn spawn(keys: Vec<ApiKey>) -> App {
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = verdict_server::api::router(state);
+    let csrf = state.csrf.clone();
+    let app = verdict_server::app(state);
     tokio::spawn(async move { axum::serve(listener, app).await });
     App {
         base,
@@ -79,6 +83,7 @@ async fn spawn(keys: Vec<ApiKey>) -> App {
             .build()
             .unwrap(),
         clock,
+        csrf,
         _shutdown: shutdown,
         _dir: dir,
     }
@@ -123,24 +128,36 @@ impl App {
         (status, headers, resp.text().await.unwrap())
     }
 
-    /// Submits a form as a browser does.
+    /// Submits a form as a browser does from the server's own page (with its CSRF token).
     async fn form(
         &self,
         path: &str,
         fields: &[(&str, &str)],
     ) -> (StatusCode, Option<String>, String) {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.raw_form(path, &all, &[]).await
+    }
+
+    /// Submits exactly `fields`, with extra `headers`.
+    async fn raw_form(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>, String) {
         let body: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", verdict_server::dashboard::encode_component(v)))
             .collect();
-        let resp = self
+        let mut req = self
             .client
             .post(format!("{}{path}", self.base))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.join("&"))
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.body(body.join("&")).send().await.unwrap();
         let status = resp.status();
         let location = resp
             .headers()
@@ -452,19 +469,19 @@ async fn keys_guard_pages_and_buttons() {
         name: None,
     };
     let app = spawn(vec![
-        key("reader-key", Role::Read),
-        key("admin-key", Role::Admin),
+        key("reader-key-0123456789", Role::Read),
+        key("admin-key-0123456789", Role::Admin),
     ])
     .await;
     app.api(
         "/api/experiments",
         create_body("exp-001", "guarded", "builtin:rec-v2"),
-        Some("admin-key"),
+        Some("admin-key-0123456789"),
     )
     .await;
     app.get_json(
         "/api/experiments/exp-001?min_position=2",
-        Some("reader-key"),
+        Some("reader-key-0123456789"),
     )
     .await;
 
@@ -476,7 +493,7 @@ async fn keys_guard_pages_and_buttons() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // ?key= works and sets the cookie; the cookie alone works after.
-    let (status, headers, _) = app.page("/?key=reader-key", None).await;
+    let (status, headers, _) = app.page("/?key=reader-key-0123456789", None).await;
     assert_eq!(status, StatusCode::OK);
     let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
     assert!(
@@ -493,7 +510,10 @@ async fn keys_guard_pages_and_buttons() {
     let (status, location, _) = app
         .form(
             "/ui/login",
-            &[("key", "reader-key"), ("next", "/experiments/exp-001")],
+            &[
+                ("key", "reader-key-0123456789"),
+                ("next", "/experiments/exp-001"),
+            ],
         )
         .await;
     assert_eq!(
@@ -503,7 +523,10 @@ async fn keys_guard_pages_and_buttons() {
     let (status, location, _) = app
         .form(
             "/ui/login",
-            &[("key", "reader-key"), ("next", "//evil.example/")],
+            &[
+                ("key", "reader-key-0123456789"),
+                ("next", "//evil.example/"),
+            ],
         )
         .await;
     assert_eq!(
@@ -517,25 +540,98 @@ async fn keys_guard_pages_and_buttons() {
     let (status, _, _) = app.form("/ui/experiments/exp-001/stop", &[]).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, html) = app
-        .form("/ui/experiments/exp-001/stop", &[("key", "reader-key")])
+        .form(
+            "/ui/experiments/exp-001/stop",
+            &[("key", "reader-key-0123456789")],
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
     assert_eq!(
-        app.get_json("/api/experiments/exp-001", Some("reader-key"))
+        app.get_json("/api/experiments/exp-001", Some("reader-key-0123456789"))
             .await["status"],
         "running"
     );
     let (status, _, _) = app
-        .form("/ui/experiments/exp-001/stop", &[("key", "admin-key")])
+        .form(
+            "/ui/experiments/exp-001/stop",
+            &[("key", "admin-key-0123456789")],
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(
-        app.get_json("/api/experiments/exp-001", Some("reader-key"))
+        app.get_json("/api/experiments/exp-001", Some("reader-key-0123456789"))
             .await["status"],
         "stopped"
     );
 
     // An admin login needs no key field.
-    let (_, _, page) = app.page("/experiments/exp-001?key=admin-key", None).await;
+    let (_, _, page) = app
+        .page("/experiments/exp-001?key=admin-key-0123456789", None)
+        .await;
     assert!(!page.contains(r#"name="key""#));
+}
+
+#[tokio::test]
+async fn forms_from_another_site_change_nothing() {
+    let app = spawn(Vec::new()).await;
+    app.api(
+        "/api/experiments",
+        json!({"experiment_id": "exp-001", "models": {"control": "rec-v1", "treatment": "rec-v2"}, "start": true}),
+        None,
+    )
+    .await;
+    // The page's own form carries the token (once the experiment is projected).
+    let mut html = String::new();
+    for _ in 0..200 {
+        let (status, _, page) = app.page("/experiments/exp-001", None).await;
+        html = page;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        html.contains(&format!(r#"name="csrf" value="{}""#, app.csrf)),
+        "{html}"
+    );
+    // A form posted from elsewhere has no token, or a wrong one: refused, nothing stops.
+    for fields in [vec![], vec![("csrf", "guessed")]] {
+        let (status, _, html) = app
+            .raw_form("/ui/experiments/exp-001/stop", &fields, &[])
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+        assert!(html.contains("CSRF"));
+    }
+    // With the token but from a foreign origin (the browser says so): refused at the door.
+    let (status, _, body) = app
+        .raw_form(
+            "/ui/experiments/exp-001/stop",
+            &[("csrf", &app.csrf)],
+            &[("origin", "http://evil.example")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let v = app.get_json("/api/experiments/exp-001", None).await;
+    assert_eq!(v["status"], "running");
+    // The same form from the page itself works.
+    let origin = app.base.clone();
+    let (status, _, html) = app
+        .raw_form(
+            "/ui/experiments/exp-001/stop",
+            &[("csrf", &app.csrf)],
+            &[("origin", &origin)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    // The login redirect stays on this site whatever `next` says.
+    for next in [
+        "/\t/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+    ] {
+        let (status, location, _) = app.form("/ui/login", &[("key", ""), ("next", next)]).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location.as_deref(), Some("/"), "{next:?}");
+    }
 }

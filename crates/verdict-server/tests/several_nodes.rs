@@ -51,7 +51,7 @@ async fn two_nodes_share_a_store_and_read_models() {
         .unwrap();
     let writer = Writer::connect(rm.clone()).await.unwrap();
     assert!(writer.try_lock().await.unwrap());
-    let (projections, checkpoint) = open_projections(&writer).await.unwrap();
+    let (projections, checkpoint) = open_projections(&writer, &*projector_store).await.unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let projector = tokio::spawn(run_projector(
         projector_store.clone(),

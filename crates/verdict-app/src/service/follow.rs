@@ -13,43 +13,52 @@
 //! first time at the same moment across a traffic change).
 
 use super::*;
+use crate::health::{pause, Backoff, Health};
 use tokio::sync::watch;
+
+/// The component the command side's store follower reports as.
+pub const FOLLOWER: &str = "command_follower";
 
 impl CommandService {
     /// Applies the events from `from` on as they are committed, until `shutdown` flips to
-    /// true. A failed subscription is retried from the last applied position.
-    pub async fn follow(self: Arc<Self>, from: u64, mut shutdown: watch::Receiver<bool>) {
+    /// true. A failed subscription marks [`FOLLOWER`] down in `health` and is retried, with
+    /// backoff, from the last applied position.
+    pub async fn follow(
+        self: Arc<Self>,
+        from: u64,
+        health: Health,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut next = from.max(1);
         self.followed_next.store(next, Ordering::Release);
+        health.register(FOLLOWER);
+        let mut backoff = Backoff::default();
         loop {
-            let mut sub = match self.store.subscribe(next).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "command-side follower: subscribing again");
-                    tokio::select! {
-                        _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+            let failure = match self.store.subscribe(next).await {
+                Ok(mut sub) => {
+                    health.up(FOLLOWER);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                            event = sub.next() => match event {
+                                Some(Ok(r)) => {
+                                    next = r.position + 1;
+                                    self.apply_followed(&r).await;
+                                    self.followed_next.store(next, Ordering::Release);
+                                    backoff.reset();
+                                }
+                                Some(Err(e)) => break format!("following from {next}: {e}"),
+                                None => return,
+                            }
+                        }
                     }
                 }
+                Err(e) => format!("subscribing at {next}: {e}"),
             };
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
-                    event = sub.next() => match event {
-                        Some(Ok(r)) => {
-                            next = r.position + 1;
-                            self.apply_followed(&r).await;
-                            self.followed_next.store(next, Ordering::Release);
-                        }
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, position = next, "command-side follower: resubscribing");
-                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                            break;
-                        }
-                        None => return,
-                    }
-                }
+            health.down(FOLLOWER, failure);
+            if !pause(backoff.next_delay(), &mut shutdown).await {
+                return;
             }
         }
     }

@@ -109,6 +109,8 @@ pub struct Viewer {
     pub admin: bool,
     /// A key given as `?key=` to store in the cookie.
     set_cookie: Option<String>,
+    /// The token the page's forms carry back ([`crate::Inner::csrf`]).
+    pub csrf: String,
 }
 
 fn key_headers(key: &str) -> HeaderMap {
@@ -148,6 +150,7 @@ fn authorize(
             keys_configured: false,
             admin: true,
             set_cookie: None,
+            csrf: state.csrf.clone(),
         });
     }
     let (presented, set_cookie) = if has_header_key(headers) {
@@ -157,16 +160,23 @@ fn authorize(
     } else if let Some(k) = cookie_key(headers) {
         (key_headers(&k), None)
     } else {
-        return Err(Box::new(login(StatusCode::UNAUTHORIZED, next, None)));
+        return Err(Box::new(login(
+            StatusCode::UNAUTHORIZED,
+            &state.csrf,
+            next,
+            None,
+        )));
     };
     match auth::check(keys, &presented, Role::Read) {
         Ok(()) => Ok(Viewer {
             keys_configured: true,
             admin: auth::check(keys, &presented, Role::Admin).is_ok(),
             set_cookie,
+            csrf: state.csrf.clone(),
         }),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(Box::new(login(
             StatusCode::UNAUTHORIZED,
+            &state.csrf,
             next,
             Some(&e.message),
         ))),
@@ -196,8 +206,8 @@ fn html(status: StatusCode, viewer: Option<&Viewer>, body: String) -> Response {
     resp
 }
 
-fn login(status: StatusCode, next: &str, message: Option<&str>) -> Response {
-    html(status, None, pages::login(next, message))
+fn login(status: StatusCode, csrf: &str, next: &str, message: Option<&str>) -> Response {
+    html(status, None, pages::login(csrf, next, message))
 }
 
 /// An HTML error page with `status`.
@@ -347,14 +357,34 @@ async fn audit_log(s: &AppState, id: &str) -> Result<Vec<Value>, verdict_store::
 pub struct LoginForm {
     key: String,
     next: Option<String>,
+    #[serde(default)]
+    csrf: String,
 }
 
-/// Only local paths, so the form cannot be used to redirect elsewhere.
+/// Only paths of this site, so the form cannot be used to redirect elsewhere. Browsers
+/// drop tabs and newlines from URLs and read `\` as `/`, so `/\t/evil.example` would
+/// become `//evil.example`: any whitespace, control character or backslash is refused.
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '\\') =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
+}
+
+/// The page the forms of another site (or a stale page) get.
+fn csrf_refused() -> Response {
+    error_page(
+        StatusCode::FORBIDDEN,
+        "this form did not come from this server's page (its CSRF token does not match); reload the page and try again",
+    )
 }
 
 fn see_other(location: &str) -> Response {
@@ -375,8 +405,11 @@ pub async fn login_submit(
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.body_text()),
     };
     let next = local_path(f.next.as_deref());
+    if f.csrf != s.csrf {
+        return csrf_refused();
+    }
     if let Err(e) = auth::check(&s.config.api_keys, &key_headers(&f.key), Role::Read) {
-        return login(e.status, &next, Some(&e.message));
+        return login(e.status, &s.csrf, &next, Some(&e.message));
     }
     let mut resp = see_other(&next);
     if let Some(v) = set_cookie_header(&f.key) {
@@ -388,6 +421,8 @@ pub async fn login_submit(
 /// The action form's fields.
 #[derive(Debug, Default, Deserialize)]
 pub struct ActionForm {
+    #[serde(default)]
+    csrf: String,
     key: Option<String>,
     reason: Option<String>,
     winner: Option<String>,
@@ -405,6 +440,9 @@ pub async fn action(
         Ok(Form(f)) => f,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.body_text()),
     };
+    if f.csrf != s.csrf {
+        return csrf_refused();
+    }
     let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let reason = nonempty(f.reason);
     let command = match action.as_str() {
@@ -479,6 +517,9 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example")), "/");
         assert_eq!(local_path(Some("https://evil.example")), "/");
         assert_eq!(local_path(Some("/\\evil")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(Some("/\n/evil.example")), "/");
+        assert_eq!(local_path(Some("/ /evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 

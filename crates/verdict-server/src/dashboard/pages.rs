@@ -154,7 +154,7 @@ fn severity_badge(sev: &str) -> String {
 }
 
 /// The login form (when keys are configured and none was presented).
-pub fn login(next: &str, message: Option<&str>) -> String {
+pub fn login(csrf: &str, next: &str, message: Option<&str>) -> String {
     let msg = message.map_or(String::new(), |m| {
         format!(r#"<p class="bad">{}</p>"#, escape(m))
     });
@@ -163,7 +163,8 @@ pub fn login(next: &str, message: Option<&str>) -> String {
         false,
         &format!(
             r#"<div class="card login"><h1>Sign in</h1><p class="sub">This server requires an API key with the <b>read</b> role (an <b>admin</b> key also enables the experiment controls). It is kept in a cookie for this site only.</p>{msg}
-<form method="post" action="/ui/login" class="controls"><input type="hidden" name="next" value="{}"><label>API key<input type="password" name="key" autocomplete="current-password" required autofocus></label><button class="primary" type="submit">Sign in</button></form></div>"#,
+<form method="post" action="/ui/login" class="controls"><input type="hidden" name="csrf" value="{}"><input type="hidden" name="next" value="{}"><label>API key<input type="password" name="key" autocomplete="current-password" required autofocus></label><button class="primary" type="submit">Sign in</button></form></div>"#,
+            escape(csrf),
             escape(next)
         ),
     )
@@ -572,6 +573,11 @@ fn controls(id: &str, status: &str, keys: &[String], d: &ExperimentData) -> Stri
         r#"<form class="controls card" id="controls" method="post" action="{}/{}">"#,
         escape(&base),
         actions[0].0
+    );
+    let _ = write!(
+        f,
+        r#"<input type="hidden" name="csrf" value="{}">"#,
+        escape(&d.viewer.csrf)
     );
     if d.viewer.keys_configured && !d.viewer.admin {
         f.push_str(r#"<label>Admin key<input type="password" name="key" autocomplete="current-password" required></label>"#);

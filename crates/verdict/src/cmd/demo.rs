@@ -33,6 +33,9 @@ pub struct Args {
     /// Address to listen on (default: a free loopback port; 127.0.0.1:8080 with --keep).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Allow `--listen` beyond loopback (the demo has no API keys), as `serve --allow-public`.
+    #[arg(long)]
+    pub allow_public: bool,
     /// Conversion rate of rec-v1 (control).
     #[arg(long, default_value_t = 0.10)]
     pub control_rate: f64,
@@ -136,10 +139,13 @@ async fn demo(args: Args) -> anyhow::Result<ExitCode> {
         let port = if args.keep { 8080 } else { 0 };
         std::net::SocketAddr::from(([127, 0, 0, 1], port))
     });
+    super::serve::check_exposure(listen, true, args.allow_public)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    let server = verdict_server::start(ServerConfig::new(&data_dir), listener).await?;
+    let mut config = ServerConfig::new(&data_dir);
+    config.allow_public = args.allow_public;
+    let server = verdict_server::start(config, listener).await?;
     let base = format!("http://{}", server.addr);
     eprintln!(
         "verdict demo: server on {base}, data in {}",

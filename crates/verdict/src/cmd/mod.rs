@@ -60,10 +60,40 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The soft limit on open files (`RLIMIT_NOFILE`), if known.
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the soft open-file limit to the hard one where the OS allows, and logs the
+/// figure: every connection, segment and snapshot write takes a descriptor, and running
+/// out (EMFILE) fails them all.
+pub fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    let mut raised = limit;
+    raised.current = limit.maximum;
+    let now = if raised.current != limit.current && setrlimit(Resource::Nofile, raised).is_ok() {
+        getrlimit(Resource::Nofile).current
+    } else {
+        limit.current
+    };
+    tracing::info!(
+        soft = now.map_or("unlimited".to_owned(), |n| n.to_string()),
+        was = limit
+            .current
+            .map_or("unlimited".to_owned(), |n| n.to_string()),
+        hard = limit
+            .maximum
+            .map_or("unlimited".to_owned(), |n| n.to_string()),
+        "open-file limit"
+    );
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info` for verdict's crates).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,verdict=info,verdict_server=info,verdict_app=info,verdict_readmodel_postgres=info")
+        tracing_subscriber::EnvFilter::new("warn,verdict=info,verdict_server=info,verdict_app=info,verdict_readmodel_postgres=info,verdict_store_log=info")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -123,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             tokio::time::sleep(STANDBY_POLL).await;
         };
-        let (projections, checkpoint) = open_projections(&writer).await?;
+        let (projections, checkpoint) = open_projections(&writer, &*store).await?;
         tracing::info!(
             backend = store_url.backend(),
             snapshot = projections.position(),
@@ -158,12 +158,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let follower = tokio::spawn(commands.clone().follow(rebuilt_from + 1, rx.clone()));
-        let runner = Arc::new(MonitorRunner::new(
-            commands,
-            projections.clone(),
-            Arc::new(SystemClock),
+        // No HTTP here: failures are logged the moment they happen and retried.
+        let health = verdict_app::health::Health::new();
+        let follower = tokio::spawn(commands.clone().follow(
+            rebuilt_from + 1,
+            health.clone(),
+            rx.clone(),
         ));
+        let runner = Arc::new(
+            MonitorRunner::new(commands, projections.clone(), Arc::new(SystemClock))
+                .with_health(health.clone()),
+        );
         let monitors = tokio::spawn(runner.run(
             Duration::from_millis(args.monitor_every_ms),
             Duration::from_millis(200),
@@ -174,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             webhooks,
             data_dir,
             verdict_server::webhooks::Backoff::default(),
+            health,
             rx.clone(),
         ));
         let options = ProjectorOptions {

@@ -75,6 +75,10 @@ pub struct FileConfig {
     read_models: Option<String>,
     inference_threads: Option<u16>,
     worker_threads: Option<u16>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 /// Reads `verdict.toml` (or `config`), empty when there is none.
@@ -129,10 +133,25 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig, Option<
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let allow_public = args.allow_public || file.allow_public.unwrap_or(false);
-    if file.api_keys.is_empty() && !listen.ip().is_loopback() && !allow_public {
-        bail!("refusing to listen on {listen} without API keys: configure [[api_keys]] in verdict.toml, listen on loopback, or pass --allow-public");
-    }
+    check_exposure(listen, file.api_keys.is_empty(), allow_public)?;
+    verdict_server::auth::validate_keys(&file.api_keys).map_err(anyhow::Error::msg)?;
     let mut config = ServerConfig::new(data_dir);
+    config.allow_public = allow_public;
+    let limits = &mut config.limits;
+    if let Some(ms) = file.header_timeout_ms {
+        limits.header_read = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = file.body_timeout_ms {
+        limits.body_read = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = file.shutdown_grace_ms {
+        limits.shutdown_grace = Duration::from_millis(ms);
+    }
+    limits.max_connections = match file.max_connections {
+        Some(0) => bail!("max_connections must be at least 1"),
+        Some(n) => n,
+        None => default_max_connections(),
+    };
     if let Some(limit) = args.body_limit.or(file.body_limit) {
         config.body_limit = limit;
     }
@@ -167,6 +186,27 @@ pub fn resolve(args: &Args) -> anyhow::Result<(SocketAddr, ServerConfig, Option<
         n => n.map(usize::from),
     };
     Ok((listen, config, workers))
+}
+
+/// Without API keys only loopback is served, unless the operator says otherwise
+/// (`serve` and `demo` alike).
+pub(crate) fn check_exposure(
+    listen: SocketAddr,
+    no_keys: bool,
+    allow_public: bool,
+) -> anyhow::Result<()> {
+    if no_keys && !listen.ip().is_loopback() && !allow_public {
+        bail!("refusing to listen on {listen} without API keys: configure [[api_keys]] in verdict.toml, listen on loopback, or pass --allow-public");
+    }
+    Ok(())
+}
+
+/// Connections served at once by default: at most 1,024, and at most half the open-file
+/// limit, so idle sockets can never take the descriptors the log, snapshots and model
+/// servers need (EMFILE).
+fn default_max_connections() -> usize {
+    let files = super::open_file_limit().unwrap_or(1024);
+    (files / 2).clamp(16, 1024) as usize
 }
 
 pub(crate) async fn shutdown_signal() {
@@ -206,6 +246,7 @@ fn default_workers() -> usize {
 /// Runs `verdict serve` until SIGTERM or Ctrl-C.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
+    super::raise_open_file_limit();
     let (listen, config, workers) = resolve(&args)?;
     let rt = runtime(workers.unwrap_or_else(default_workers))?;
     rt.block_on(async move {

@@ -652,7 +652,7 @@ impl ExperimentDefinition {
             id: ns.id.clone(),
             range: (ns.range[0], ns.range[1]) as Range,
         });
-        c.condition = self.condition.clone();
+        c.condition = self.condition.clone().map(Into::into);
         for (user, key) in &self.forced_variations {
             if let Some(i) = self.variants.iter().position(|v| &v.key == key) {
                 c.forced_users.insert(user.clone(), Value::from(i));

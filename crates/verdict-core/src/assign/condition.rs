@@ -49,10 +49,10 @@ pub struct CompiledCondition {
     regexes: Regexes,
 }
 
-/// Compiled patterns by (pattern, case-insensitive); `None` for a refused pattern,
-/// which matches nothing (as an invalid pattern does in the SDK).
+/// Compiled patterns of `$regex` (`[0]`) and `$regexi` (`[1]`) by pattern; `None` for a
+/// refused pattern, which matches nothing (as an invalid pattern does in the SDK).
 #[derive(Debug, Clone, Default)]
-struct Regexes(HashMap<(String, bool), Option<JsRegex>>);
+struct Regexes([HashMap<String, Option<JsRegex>>; 2]);
 
 impl Regexes {
     /// Collects every `$regex`/`$regexi` string anywhere in the condition: a superset of
@@ -70,8 +70,8 @@ impl Regexes {
                         }
                     };
                     let Value::String(p) = v else { continue };
-                    self.0
-                        .entry((p.clone(), insensitive))
+                    self.0[usize::from(insensitive)]
+                        .entry(p.clone())
                         .or_insert_with(|| JsRegex::new(p, insensitive).ok());
                 }
             }
@@ -416,7 +416,7 @@ fn regex_test(pattern: &Value, actual: &Value, insensitive: bool, rx: Rx<'_>) ->
     };
     let haystack = js::to_string(actual);
     let compiled = match rx {
-        Rx::Compiled(table) => table.0.get(&(pattern.clone(), insensitive)),
+        Rx::Compiled(table) => table.0[usize::from(insensitive)].get(pattern.as_str()),
         Rx::OnTheFly => None,
     };
     match compiled {

@@ -17,7 +17,7 @@ fn experiment(variants: usize, condition: bool) -> CompiledExperiment {
     let mut e = CompiledExperiment::new("exp-bench", keys);
     if condition {
         let c = json!({"country": {"$in": ["TH", "US"]}, "age": {"$gte": 18}});
-        e.condition = c.as_object().cloned();
+        e.condition = c.as_object().cloned().map(Into::into);
     }
     e
 }

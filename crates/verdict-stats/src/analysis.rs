@@ -27,6 +27,12 @@
 //! fixed-horizon p-value that is defined), and `power`. Undefined figures are `null`, with
 //! the reason under `null_reasons`.
 
+mod input;
+
+pub use input::{
+    AnalysisInput, PreSums, Predictions, Sums, VariantInput, MAX_COUNT, MAX_SUM, MAX_SUM_SQUARES,
+};
+
 use crate::adjust::{cuped, ratio, CupedSums, RatioSums};
 use crate::compare::{
     conversion, means, Comparison, ConversionResult, Counts, MeanResult, Moments, Settings,
@@ -34,386 +40,7 @@ use crate::compare::{
 use crate::multiple::{benjamini_hochberg, holm};
 use crate::power::{users_per_variant, PowerUndefined};
 use crate::srm::{chi_square, SrmUndefined, SRM_THRESHOLD};
-use crate::Error;
 use serde::Serialize;
-use serde_json::{Map, Value};
-
-/// Sums of a per-user metric.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sums {
-    /// Σ value.
-    pub sum: f64,
-    /// Σ value².
-    pub sum_squares: f64,
-}
-
-/// Pre-period covariate sums for CUPED on revenue.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PreSums {
-    /// Σ pre.
-    pub sum: f64,
-    /// Σ pre².
-    pub sum_squares: f64,
-    /// Σ revenue·pre.
-    pub sum_products: f64,
-}
-
-/// Predictions per user, for conversions per prediction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Predictions {
-    /// Only the total; the ratio has no interval.
-    Total(f64),
-    /// Per-user sums: Σ predictions, Σ predictions², Σ over converting users of predictions.
-    Sums {
-        /// Σ predictions.
-        sum: f64,
-        /// Σ predictions².
-        sum_squares: f64,
-        /// Σ conversion indicator × predictions.
-        sum_products: f64,
-    },
-}
-
-/// One variant's summary statistics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VariantInput {
-    /// Variant key.
-    pub key: String,
-    /// Users assigned.
-    pub users: f64,
-    /// Users with at least one conversion, if measured.
-    pub conversions: Option<f64>,
-    /// Revenue per user sums, if measured.
-    pub revenue: Option<Sums>,
-    /// Pre-period covariate of revenue, for CUPED.
-    pub pre: Option<PreSums>,
-    /// Predictions, for conversions per prediction.
-    pub predictions: Option<Predictions>,
-}
-
-/// A validated analysis request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnalysisInput {
-    /// Alpha and the sequential tuning.
-    pub settings: Settings,
-    /// Index of the control in `variants`.
-    pub control: usize,
-    /// Configured weights, aligned with `variants`.
-    pub weights: Vec<f64>,
-    /// Relative MDE for the power calculation, if given.
-    pub mde: Option<f64>,
-    /// Target power.
-    pub power: f64,
-    /// Baseline rate for the power calculation; the control's observed rate when `None`.
-    pub baseline_rate: Option<f64>,
-    /// The variants, control included.
-    pub variants: Vec<VariantInput>,
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::InvalidInput {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-fn get<'a>(obj: &'a Map<String, Value>, names: &[&str]) -> Option<(&'a Value, String)> {
-    names.iter().find_map(|n| {
-        obj.get(*n)
-            .filter(|v| !v.is_null())
-            .map(|v| (v, (*n).to_string()))
-    })
-}
-
-fn number(v: &Value, path: &str) -> Result<f64, Error> {
-    v.as_f64()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| invalid(path, "expected a finite number"))
-}
-
-fn count(v: &Value, path: &str) -> Result<f64, Error> {
-    let x = number(v, path)?;
-    if x < 0.0 || x.fract() != 0.0 {
-        return Err(invalid(path, "expected a non-negative integer"));
-    }
-    Ok(x)
-}
-
-fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, Error> {
-    v.as_object()
-        .ok_or_else(|| invalid(path, "expected an object"))
-}
-
-fn required(obj: &Map<String, Value>, names: &[&str], path: &str) -> Result<(f64, String), Error> {
-    let (v, name) =
-        get(obj, names).ok_or_else(|| invalid(format!("{path}.{}", names[0]), "missing"))?;
-    let field = format!("{path}.{name}");
-    Ok((number(v, &field)?, field))
-}
-
-/// Checks Cauchy–Schwarz, n·Σx² ≥ (Σx)², with a relative tolerance for rounding.
-fn check_squares(n: f64, sum: f64, sum_squares: f64, field: &str) -> Result<(), Error> {
-    if sum_squares < 0.0 || n * sum_squares < sum * sum * (1.0 - 1e-9) {
-        return Err(invalid(
-            field,
-            "smaller than sum²/users: impossible for real data",
-        ));
-    }
-    Ok(())
-}
-
-impl AnalysisInput {
-    /// Parses and validates a request; errors name the offending field.
-    pub fn from_json(doc: &Value) -> Result<AnalysisInput, Error> {
-        let root = object(doc, "$")?;
-        let alpha = match get(root, &["alpha"]) {
-            Some((v, _)) => number(v, "alpha")?,
-            None => 0.05,
-        };
-        if !(alpha > 0.0 && alpha < 1.0) {
-            return Err(invalid("alpha", "must be between 0 and 1"));
-        }
-        let tuning = match get(
-            root,
-            &["sequential_tuning", "sequential_tuning_parameter", "n_star"],
-        ) {
-            Some((v, name)) => number(v, &name)?,
-            None => crate::sequential::DEFAULT_TUNING,
-        };
-        if tuning <= 0.0 {
-            return Err(invalid("sequential_tuning", "must be positive"));
-        }
-        let list = root
-            .get("variants")
-            .ok_or_else(|| invalid("variants", "missing"))?
-            .as_array()
-            .ok_or_else(|| invalid("variants", "expected an array"))?;
-        if list.len() < 2 {
-            return Err(invalid("variants", "need at least two variants"));
-        }
-        let mut variants = Vec::with_capacity(list.len());
-        for (i, v) in list.iter().enumerate() {
-            variants.push(parse_variant(v, &format!("variants[{i}]"))?);
-        }
-        for (i, v) in variants.iter().enumerate() {
-            if variants[..i].iter().any(|w| w.key == v.key) {
-                return Err(invalid(
-                    format!("variants[{i}].key"),
-                    format!("duplicate key {:?}", v.key),
-                ));
-            }
-        }
-        let control = match get(root, &["control"]) {
-            Some((v, _)) => {
-                let key = v
-                    .as_str()
-                    .ok_or_else(|| invalid("control", "expected a string"))?;
-                variants
-                    .iter()
-                    .position(|v| v.key == key)
-                    .ok_or_else(|| invalid("control", format!("no variant with key {key:?}")))?
-            }
-            None => variants
-                .iter()
-                .position(|v| v.key == "control")
-                .unwrap_or(0),
-        };
-        let weights = match get(root, &["weights"]) {
-            Some((v, _)) => parse_weights(v, &variants)?,
-            None => vec![1.0; variants.len()],
-        };
-        let (mut mde, mut power, mut baseline_rate) = (None, 0.8, None);
-        // The plan may sit at the top level or in a `power` object of the same fields.
-        let mut read_plan = |obj: &Map<String, Value>, prefix: &str| -> Result<(), Error> {
-            let mde_keys = [
-                "mde",
-                "relative_mde",
-                "mde_relative",
-                "minimum_detectable_effect",
-            ];
-            if let Some((v, name)) = get(obj, &mde_keys) {
-                mde = Some(number(v, &format!("{prefix}{name}"))?);
-            }
-            if let Some((v, name)) = get(obj, &["baseline_rate", "baseline"]) {
-                baseline_rate = Some(number(v, &format!("{prefix}{name}"))?);
-            }
-            if let Some((v, name)) = get(obj, &["power", "target_power"]) {
-                match v {
-                    Value::Number(_) => power = number(v, &format!("{prefix}{name}"))?,
-                    Value::Object(_) if prefix.is_empty() => {}
-                    _ => return Err(invalid(format!("{prefix}{name}"), "expected a number")),
-                }
-            }
-            Ok(())
-        };
-        read_plan(root, "")?;
-        if let Some(obj) = root.get("power").and_then(Value::as_object) {
-            read_plan(obj, "power.")?;
-        }
-        if !(power > 0.0 && power < 1.0) {
-            return Err(invalid("power", "must be between 0 and 1"));
-        }
-        Ok(AnalysisInput {
-            settings: Settings {
-                alpha,
-                sequential_tuning: tuning,
-            },
-            control,
-            weights,
-            mde,
-            power,
-            baseline_rate,
-            variants,
-        })
-    }
-}
-
-fn parse_weights(v: &Value, variants: &[VariantInput]) -> Result<Vec<f64>, Error> {
-    let mut out = Vec::with_capacity(variants.len());
-    match v {
-        Value::Object(map) => {
-            for var in variants {
-                let field = format!("weights.{}", var.key);
-                let w = map
-                    .get(&var.key)
-                    .ok_or_else(|| invalid(&field, "missing weight for this variant"))?;
-                out.push(number(w, &field)?);
-            }
-        }
-        Value::Array(list) => {
-            if list.len() != variants.len() {
-                return Err(invalid("weights", "expected one weight per variant"));
-            }
-            for (i, w) in list.iter().enumerate() {
-                out.push(number(w, &format!("weights[{i}]"))?);
-            }
-        }
-        _ => return Err(invalid("weights", "expected an object keyed by variant")),
-    }
-    if out.iter().any(|&w| w < 0.0) {
-        return Err(invalid("weights", "weights must be non-negative"));
-    }
-    if out.iter().sum::<f64>() <= 0.0 {
-        return Err(invalid("weights", "weights must not all be zero"));
-    }
-    Ok(out)
-}
-
-fn parse_variant(v: &Value, path: &str) -> Result<VariantInput, Error> {
-    let obj = object(v, path)?;
-    let key = obj
-        .get("key")
-        .ok_or_else(|| invalid(format!("{path}.key"), "missing"))?
-        .as_str()
-        .ok_or_else(|| invalid(format!("{path}.key"), "expected a string"))?
-        .to_string();
-    let (users_v, users_name) =
-        get(obj, &["users", "n"]).ok_or_else(|| invalid(format!("{path}.users"), "missing"))?;
-    let users = count(users_v, &format!("{path}.{users_name}"))?;
-    // An explicit count of converting users wins over `conversions`, which some producers
-    // use for conversion events.
-    let conversions = match get(obj, &["converted_users", "conversions"]) {
-        Some((c, name)) => {
-            let field = format!("{path}.{name}");
-            let x = count(c, &field)?;
-            if x > users {
-                return Err(invalid(field, "more converting users than users"));
-            }
-            Some(x)
-        }
-        None => None,
-    };
-    let revenue = match get(obj, &["revenue"]) {
-        Some((r, _)) => {
-            let p = format!("{path}.revenue");
-            let r = object(r, &p)?;
-            let (sum, _) = required(r, &["sum"], &p)?;
-            let (sum_squares, f) = required(r, &["sum_squares", "sum_of_squares"], &p)?;
-            check_squares(users, sum, sum_squares, &f)?;
-            Some(Sums { sum, sum_squares })
-        }
-        None => None,
-    };
-    let pre = match get(obj, &["pre"]) {
-        Some((r, _)) => {
-            let p = format!("{path}.pre");
-            let r = object(r, &p)?;
-            // GrowthBook's column names are accepted too (covariate_sum, …).
-            let (sum, _) = required(r, &["sum", "covariate_sum"], &p)?;
-            let (sum_squares, f) = required(
-                r,
-                &["sum_squares", "sum_of_squares", "covariate_sum_squares"],
-                &p,
-            )?;
-            check_squares(users, sum, sum_squares, &f)?;
-            let (sum_products, _) = required(
-                r,
-                &[
-                    "sum_products",
-                    "sum_of_products",
-                    "sum_product",
-                    "post_pre_sum_of_products",
-                    "main_covariate_sum_product",
-                    "cross_sum",
-                ],
-                &p,
-            )?;
-            if revenue.is_none() {
-                return Err(invalid(
-                    format!("{path}.revenue"),
-                    "required when pre is given (CUPED adjusts revenue)",
-                ));
-            }
-            Some(PreSums {
-                sum,
-                sum_squares,
-                sum_products,
-            })
-        }
-        None => None,
-    };
-    let predictions = match get(obj, &["predictions"]) {
-        Some((Value::Object(r), _)) => {
-            let p = format!("{path}.predictions");
-            let (sum, _) = required(r, &["sum"], &p)?;
-            let (sum_squares, f) = required(r, &["sum_squares", "sum_of_squares"], &p)?;
-            check_squares(users, sum, sum_squares, &f)?;
-            let (sum_products, _) = required(
-                r,
-                &[
-                    "sum_products",
-                    "sum_of_products",
-                    "conversions_sum_products",
-                ],
-                &p,
-            )?;
-            Some(Predictions::Sums {
-                sum,
-                sum_squares,
-                sum_products,
-            })
-        }
-        Some((v, _)) => Some(Predictions::Total(number(
-            v,
-            &format!("{path}.predictions"),
-        )?)),
-        None => None,
-    };
-    if predictions.is_some() && conversions.is_none() {
-        return Err(invalid(
-            format!("{path}.conversions"),
-            "required when predictions are given",
-        ));
-    }
-    Ok(VariantInput {
-        key,
-        users,
-        conversions,
-        revenue,
-        pre,
-        predictions,
-    })
-}
 
 /// Sample ratio mismatch result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -858,7 +485,88 @@ fn power_output(input: &AnalysisInput, control_rate: Option<f64>) -> PowerOutput
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::Error;
+    use serde_json::{json, Value};
+
+    fn reason_of(doc: Value) -> (String, String) {
+        match AnalysisInput::from_json(&doc) {
+            Err(Error::InvalidInput { field, reason }) => (field, reason),
+            Ok(_) => panic!("accepted {doc}"),
+        }
+    }
+
+    #[test]
+    fn counts_beyond_2_pow_53_are_refused() {
+        let v = |users: Value, conv: Value| {
+            json!({"variants": [{"key": "control", "users": 10},
+            {"key": "t", "users": users, "conversions": conv}]})
+        };
+        // 2^53 itself is exact and accepted.
+        assert!(AnalysisInput::from_json(&v(json!(9_007_199_254_740_992u64), json!(1))).is_ok());
+        // 2^53 + 1 rounds to 2^53 in f64: refused, not silently changed.
+        let (field, reason) = reason_of(v(json!(9_007_199_254_740_993u64), json!(1)));
+        assert_eq!(field, "variants[1].users");
+        assert!(reason.contains("2^53"), "{reason}");
+        assert_eq!(reason_of(v(json!(1e17), json!(1))).0, "variants[1].users");
+        assert_eq!(
+            reason_of(v(
+                json!(9_007_199_254_740_992u64),
+                json!(9_007_199_254_740_994u64)
+            ))
+            .0,
+            "variants[1].conversions"
+        );
+    }
+
+    #[test]
+    fn sums_whose_squares_overflow_are_refused() {
+        let rev = |sum: f64, ss: f64| {
+            json!({"variants": [
+            {"key": "control", "users": 10, "revenue": {"sum": 1, "sum_squares": 1}},
+            {"key": "t", "users": 10, "revenue": {"sum": sum, "sum_squares": ss}}]})
+        };
+        // 1e155² overflows to infinity; before the cap this gave null results.
+        assert_eq!(reason_of(rev(1e155, 1e300)).0, "variants[1].revenue.sum");
+        assert_eq!(reason_of(rev(-1e155, 1e300)).0, "variants[1].revenue.sum");
+        assert_eq!(
+            reason_of(rev(1.0, 1e305)).0,
+            "variants[1].revenue.sum_squares"
+        );
+        let pre = json!({"variants": [
+            {"key": "control", "users": 10, "revenue": {"sum": 1, "sum_squares": 1},
+             "pre": {"sum": 1, "sum_squares": 1, "sum_products": 1e301}},
+            {"key": "t", "users": 10}]});
+        assert_eq!(reason_of(pre).0, "variants[0].pre.sum_products");
+        let pred = json!({"variants": [
+            {"key": "control", "users": 10, "conversions": 1, "predictions": 1e200},
+            {"key": "t", "users": 10, "conversions": 1, "predictions": 1}]});
+        assert_eq!(reason_of(pred).0, "variants[0].predictions");
+        let weights = json!({"weights": [1e308, 1e308], "variants": [
+            {"key": "control", "users": 10}, {"key": "t", "users": 10}]});
+        assert_eq!(reason_of(weights).0, "weights");
+    }
+
+    #[test]
+    fn the_largest_accepted_inputs_give_finite_results() {
+        // Every field at its cap, consistent with Cauchy–Schwarz (n·Σx² ≥ (Σx)²).
+        let n = MAX_COUNT;
+        let arm = |key: &str, sum: f64| {
+            json!({"key": key, "users": n, "conversions": n / 2.0,
+            "revenue": {"sum": sum, "sum_squares": MAX_SUM_SQUARES},
+            "pre": {"sum": sum / 2.0, "sum_squares": MAX_SUM_SQUARES / 4.0,
+                    "sum_products": MAX_SUM_SQUARES / 4.0}})
+        };
+        let doc = json!({"mde": 0.05, "variants": [arm("control", MAX_SUM), arm("t", -MAX_SUM)]});
+        let out = analyze(&AnalysisInput::from_json(&doc).unwrap());
+        let v = &out.variants[0];
+        let revenue = &v.revenue_per_user.as_ref().unwrap().comparison;
+        let cuped = &v.revenue_per_user_cuped.as_ref().unwrap().result.comparison;
+        for c in [revenue, cuped, &v.conversion.as_ref().unwrap().comparison] {
+            assert!(c.diff.is_some_and(f64::is_finite), "{c:?}");
+            assert!(c.p_value.is_some_and(f64::is_finite), "{c:?}");
+            assert!(c.null_reasons.is_empty(), "{c:?}");
+        }
+    }
 
     fn field_of(doc: Value) -> String {
         match AnalysisInput::from_json(&doc) {

@@ -151,8 +151,9 @@ fn relative(cmp: &mut Comparison, m_c: f64, vm_c: f64, m_t: f64, vm_t: f64, z: f
     // (m_t − m_c)/m_c rather than m_t/m_c − 1: no cancellation for small lifts.
     let rel = (m_t - m_c) / m_c;
     cmp.relative = Some(rel);
-    let m_c2 = m_c * m_c;
-    let var = vm_t / m_c2 + m_t * m_t * vm_c / (m_c2 * m_c2);
+    // Delta method, vm_t/m_c² + m_t²·vm_c/m_c⁴, factored so that m_c⁴ cannot overflow.
+    let r = m_t / m_c;
+    let var = (vm_t + r * r * vm_c) / (m_c * m_c);
     if var > 0.0 && var.is_finite() {
         let half = z * var.sqrt();
         cmp.relative_ci = Some([rel - half, rel + half]);
@@ -339,8 +340,9 @@ pub fn means(c: Moments, t: Moments, base: Option<(f64, f64)>, s: &Settings) -> 
     } else {
         // Relative lift of the (possibly adjusted) difference over the base control mean.
         let rel = diff / base_c;
-        let b2 = base_c * base_c;
-        let v = vm_t / b2 + base_t * base_t * vm_c / (b2 * b2);
+        // vm_t/b_c² + b_t²·vm_c/b_c⁴, factored so that b_c⁴ cannot overflow.
+        let r = base_t / base_c;
+        let v = (vm_t + r * r * vm_c) / (base_c * base_c);
         cmp.relative = Some(rel);
         if v > 0.0 && v.is_finite() {
             let half = z * v.sqrt();

@@ -6,11 +6,15 @@
 //! verdict applies when an experiment is created, so that a typo such as `$regx` is
 //! rejected with the path of the offending key instead of silently excluding everyone.
 
+mod validate;
+
+pub use validate::{validate_condition, ConditionError, OPERATORS};
+
+use super::jsregex::JsRegex;
 use crate::js;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 
 /// Saved groups: named lists of attribute values for `$inGroup` / `$notInGroup`.
 pub type SavedGroups = Map<String, Value>;
@@ -37,19 +41,118 @@ impl Attributes for Map<String, Value> {
     }
 }
 
-/// Evaluates `condition` against `attributes` (GrowthBook `evalCondition`).
+/// A condition compiled once, with every `$regex` / `$regexi` pattern in it compiled,
+/// so that evaluating it compiles nothing and takes no lock.
+#[derive(Debug, Clone)]
+pub struct CompiledCondition {
+    condition: Map<String, Value>,
+    regexes: Regexes,
+}
+
+/// Compiled patterns of `$regex` (`[0]`) and `$regexi` (`[1]`) by pattern; `None` for a
+/// refused pattern, which matches nothing (as an invalid pattern does in the SDK).
+#[derive(Debug, Clone, Default)]
+struct Regexes([HashMap<String, Option<JsRegex>>; 2]);
+
+impl Regexes {
+    /// Collects every `$regex`/`$regexi` string anywhere in the condition: a superset of
+    /// those evaluation can reach, whatever operator they sit under.
+    fn collect(&mut self, value: &Value) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let insensitive = match (k.as_str(), v) {
+                        ("$regex", Value::String(_)) => false,
+                        ("$regexi", Value::String(_)) => true,
+                        _ => {
+                            self.collect(v);
+                            continue;
+                        }
+                    };
+                    let Value::String(p) = v else { continue };
+                    self.0[usize::from(insensitive)]
+                        .entry(p.clone())
+                        .or_insert_with(|| JsRegex::new(p, insensitive).ok());
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| self.collect(v)),
+            _ => {}
+        }
+    }
+}
+
+impl CompiledCondition {
+    /// Compiles a condition (patterns that do not compile will match nothing).
+    pub fn new(condition: Map<String, Value>) -> Self {
+        let mut regexes = Regexes::default();
+        for v in condition.values() {
+            regexes.collect(v);
+        }
+        Self { condition, regexes }
+    }
+
+    /// The condition as given.
+    pub fn condition(&self) -> &Map<String, Value> {
+        &self.condition
+    }
+
+    /// Evaluates the condition against `attributes` (GrowthBook `evalCondition`).
+    pub fn eval<A: Attributes + ?Sized>(&self, attributes: &A, groups: &SavedGroups) -> bool {
+        eval_with(
+            attributes,
+            &self.condition,
+            groups,
+            Rx::Compiled(&self.regexes),
+        )
+    }
+}
+
+impl From<Map<String, Value>> for CompiledCondition {
+    fn from(condition: Map<String, Value>) -> Self {
+        Self::new(condition)
+    }
+}
+
+/// Two compiled conditions are equal when their conditions are (the regexes follow).
+impl PartialEq for CompiledCondition {
+    fn eq(&self, other: &Self) -> bool {
+        self.condition == other.condition
+    }
+}
+
+/// Where `$regex` finds its compiled pattern.
+#[derive(Clone, Copy)]
+enum Rx<'a> {
+    /// Compiled with the condition.
+    Compiled(&'a Regexes),
+    /// Compiled at evaluation (a raw condition evaluated once).
+    OnTheFly,
+}
+
+/// Evaluates a raw `condition` against `attributes` (GrowthBook `evalCondition`).
+/// Patterns are compiled on each call; conditions evaluated repeatedly belong in a
+/// [`CompiledCondition`].
 pub fn eval_condition<A: Attributes + ?Sized>(
     attributes: &A,
     condition: &Map<String, Value>,
     groups: &SavedGroups,
 ) -> bool {
+    eval_with(attributes, condition, groups, Rx::OnTheFly)
+}
+
+fn eval_with<A: Attributes + ?Sized>(
+    attributes: &A,
+    condition: &Map<String, Value>,
+    groups: &SavedGroups,
+    rx: Rx<'_>,
+) -> bool {
     for (key, value) in condition {
         let pass = match key.as_str() {
-            "$or" => eval_or(attributes, value, groups),
-            "$nor" => !eval_or(attributes, value, groups),
-            "$and" => eval_and(attributes, value, groups),
-            "$not" => !eval_condition_any(attributes, value, groups),
-            path => eval_condition_value(value, &get_path(attributes, path), groups, false),
+            "$or" => eval_or(attributes, value, groups, rx),
+            "$nor" => !eval_or(attributes, value, groups, rx),
+            "$and" => eval_and(attributes, value, groups, rx),
+            "$not" => !eval_condition_any(attributes, value, groups, rx),
+            path => eval_condition_value(value, &get_path(attributes, path), groups, false, rx),
         };
         if !pass {
             return false;
@@ -64,9 +167,10 @@ fn eval_condition_any<A: Attributes + ?Sized>(
     attributes: &A,
     condition: &Value,
     groups: &SavedGroups,
+    rx: Rx<'_>,
 ) -> bool {
     match condition {
-        Value::Object(map) => eval_condition(attributes, map, groups),
+        Value::Object(map) => eval_with(attributes, map, groups, rx),
         _ => true,
     }
 }
@@ -75,12 +179,13 @@ fn eval_or<A: Attributes + ?Sized>(
     attributes: &A,
     conditions: &Value,
     groups: &SavedGroups,
+    rx: Rx<'_>,
 ) -> bool {
     match conditions {
         // `!conditions.length` is true for an empty array and for non-arrays alike.
         Value::Array(items) if !items.is_empty() => items
             .iter()
-            .any(|c| eval_condition_any(attributes, c, groups)),
+            .any(|c| eval_condition_any(attributes, c, groups, rx)),
         _ => true,
     }
 }
@@ -89,11 +194,12 @@ fn eval_and<A: Attributes + ?Sized>(
     attributes: &A,
     conditions: &Value,
     groups: &SavedGroups,
+    rx: Rx<'_>,
 ) -> bool {
     match conditions {
         Value::Array(items) => items
             .iter()
-            .all(|c| eval_condition_any(attributes, c, groups)),
+            .all(|c| eval_condition_any(attributes, c, groups, rx)),
         _ => true,
     }
 }
@@ -135,6 +241,7 @@ fn eval_condition_value(
     value: &Value,
     groups: &SavedGroups,
     insensitive: bool,
+    rx: Rx<'_>,
 ) -> bool {
     match condition {
         Value::String(c) => {
@@ -153,12 +260,18 @@ fn eval_condition_value(
                 return js::stringify(value) == js::stringify(condition);
             }
             ops.iter()
-                .all(|(op, expected)| eval_operator(op, value, expected, groups))
+                .all(|(op, expected)| eval_operator(op, value, expected, groups, rx))
         }
     }
 }
 
-fn eval_operator(op: &str, actual: &Value, expected: &Value, groups: &SavedGroups) -> bool {
+fn eval_operator(
+    op: &str,
+    actual: &Value,
+    expected: &Value,
+    groups: &SavedGroups,
+    rx: Rx<'_>,
+) -> bool {
     match op {
         "$veq" => padded_version(actual) == padded_version(expected),
         "$vne" => padded_version(actual) != padded_version(expected),
@@ -185,18 +298,22 @@ fn eval_operator(op: &str, actual: &Value, expected: &Value, groups: &SavedGroup
         "$nini" => matches!(expected, Value::Array(list) if !is_in(actual, list, true)),
         "$inGroup" => is_in(actual, group(groups, expected), false),
         "$notInGroup" => !is_in(actual, group(groups, expected), false),
-        "$not" => !eval_condition_value(expected, actual, groups, false),
+        "$not" => !eval_condition_value(expected, actual, groups, false, rx),
         "$size" => match actual {
             Value::Array(items) => {
-                eval_condition_value(expected, &Value::from(items.len()), groups, false)
+                eval_condition_value(expected, &Value::from(items.len()), groups, false, rx)
             }
             _ => false,
         },
-        "$elemMatch" => elem_match(actual, expected, groups),
-        "$all" => matches!(expected, Value::Array(list) if is_in_all(actual, list, groups, false)),
-        "$alli" => matches!(expected, Value::Array(list) if is_in_all(actual, list, groups, true)),
-        "$regex" => regex_test(expected, actual, false),
-        "$regexi" => regex_test(expected, actual, true),
+        "$elemMatch" => elem_match(actual, expected, groups, rx),
+        "$all" => {
+            matches!(expected, Value::Array(list) if is_in_all(actual, list, groups, false, rx))
+        }
+        "$alli" => {
+            matches!(expected, Value::Array(list) if is_in_all(actual, list, groups, true, rx))
+        }
+        "$regex" => regex_test(expected, actual, false, rx),
+        "$regexi" => regex_test(expected, actual, true, rx),
         "$type" => matches!(expected, Value::String(t) if t == js::type_name(actual)),
         _ => false,
     }
@@ -227,18 +344,24 @@ fn is_in(actual: &Value, expected: &[Value], insensitive: bool) -> bool {
     }
 }
 
-fn is_in_all(actual: &Value, expected: &[Value], groups: &SavedGroups, insensitive: bool) -> bool {
+fn is_in_all(
+    actual: &Value,
+    expected: &[Value],
+    groups: &SavedGroups,
+    insensitive: bool,
+    rx: Rx<'_>,
+) -> bool {
     let Value::Array(items) = actual else {
         return false;
     };
     expected.iter().all(|e| {
         items
             .iter()
-            .any(|a| eval_condition_value(e, a, groups, insensitive))
+            .any(|a| eval_condition_value(e, a, groups, insensitive, rx))
     })
 }
 
-fn elem_match(actual: &Value, expected: &Value, groups: &SavedGroups) -> bool {
+fn elem_match(actual: &Value, expected: &Value, groups: &SavedGroups, rx: Rx<'_>) -> bool {
     let Value::Array(items) = actual else {
         return false;
     };
@@ -246,10 +369,10 @@ fn elem_match(actual: &Value, expected: &Value, groups: &SavedGroups) -> bool {
     // npm 1.8.0 skips only null items (older sources skipped every falsy item).
     items.iter().filter(|item| !item.is_null()).any(|item| {
         if operator {
-            eval_condition_value(expected, item, groups, false)
+            eval_condition_value(expected, item, groups, false, rx)
         } else {
             match expected {
-                Value::Object(cond) => eval_condition(item, cond, groups),
+                Value::Object(cond) => eval_with(item, cond, groups, rx),
                 _ => true,
             }
         }
@@ -286,172 +409,22 @@ pub fn padded_version(input: &Value) -> String {
         .join("-")
 }
 
-/// Compiled regular expressions, keyed by pattern and flags; conditions reuse a handful
-/// of patterns millions of times.
-type RegexCache = Mutex<HashMap<(String, bool), Option<regress::Regex>>>;
-
-fn regex_cache() -> &'static RegexCache {
-    static CACHE: OnceLock<RegexCache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-/// Compiles an ECMAScript pattern the way `getRegex` does (escaping unescaped `/`).
-fn compile_regex(pattern: &str, insensitive: bool) -> Option<regress::Regex> {
-    let mut escaped = String::with_capacity(pattern.len());
-    let mut prev: Option<char> = None;
-    for c in pattern.chars() {
-        // `regex.replace(/([^\\])\//g, "$1\\/")`: a `/` after any character but `\`.
-        if c == '/' && prev.is_some_and(|p| p != '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-        prev = Some(c);
-    }
-    regress::Regex::with_flags(&escaped, if insensitive { "i" } else { "" }).ok()
-}
-
-fn regex_test(pattern: &Value, actual: &Value, insensitive: bool) -> bool {
+fn regex_test(pattern: &Value, actual: &Value, insensitive: bool, rx: Rx<'_>) -> bool {
     let Value::String(pattern) = pattern else {
         // `regex.replace` throws on a non-string pattern; the SDK turns that into false.
         return false;
     };
     let haystack = js::to_string(actual);
-    let mut cache = regex_cache().lock().unwrap_or_else(|e| e.into_inner());
-    let re = cache
-        .entry((pattern.clone(), insensitive))
-        .or_insert_with(|| compile_regex(pattern, insensitive));
-    re.as_ref().is_some_and(|re| re.find(&haystack).is_some())
-}
-
-/// Every operator the reference SDK understands.
-pub const OPERATORS: &[&str] = &[
-    "$veq",
-    "$vne",
-    "$vgt",
-    "$vgte",
-    "$vlt",
-    "$vlte",
-    "$eq",
-    "$ne",
-    "$lt",
-    "$lte",
-    "$gt",
-    "$gte",
-    "$exists",
-    "$in",
-    "$ini",
-    "$nin",
-    "$nini",
-    "$inGroup",
-    "$notInGroup",
-    "$not",
-    "$size",
-    "$elemMatch",
-    "$all",
-    "$alli",
-    "$regex",
-    "$regexi",
-    "$type",
-];
-
-/// Why a condition was rejected: the JSON path of the offending part and the reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConditionError {
-    /// Path inside the condition, e.g. `condition.country.$regx`.
-    pub path: String,
-    /// What is wrong there.
-    pub message: String,
-}
-
-/// Strictly validates a condition for experiment creation: known operators only,
-/// `$or`/`$and`/`$nor` take arrays of objects, regexes compile, `$type` names a type.
-pub fn validate_condition(condition: &Value, path: &str) -> Result<(), ConditionError> {
-    let err = |path: &str, message: &str| ConditionError {
-        path: path.to_owned(),
-        message: message.to_owned(),
+    let compiled = match rx {
+        Rx::Compiled(table) => table.0[usize::from(insensitive)].get(pattern.as_str()),
+        Rx::OnTheFly => None,
     };
-    let Value::Object(map) = condition else {
-        return Err(err(path, "must be an object"));
-    };
-    for (key, value) in map {
-        let here = format!("{path}.{key}");
-        match key.as_str() {
-            "$or" | "$and" | "$nor" => {
-                let Value::Array(items) = value else {
-                    return Err(err(&here, "must be an array of conditions"));
-                };
-                for (i, item) in items.iter().enumerate() {
-                    validate_condition(item, &format!("{here}[{i}]"))?;
-                }
-            }
-            "$not" => validate_condition(value, &here)?,
-            k if k.starts_with('$') => return Err(err(&here, "unknown top-level operator")),
-            _ => validate_value(value, &here)?,
-        }
+    match compiled {
+        Some(re) => re.as_ref().is_some_and(|re| re.is_match(&haystack)),
+        // Not collected (never for a compiled condition) or raw: compile here. A refused
+        // or invalid pattern matches nothing, as an invalid one does in the SDK.
+        None => JsRegex::new(pattern, insensitive).is_ok_and(|re| re.is_match(&haystack)),
     }
-    Ok(())
-}
-
-fn validate_value(value: &Value, path: &str) -> Result<(), ConditionError> {
-    let err = |path: &str, message: &str| ConditionError {
-        path: path.to_owned(),
-        message: message.to_owned(),
-    };
-    if !is_operator_object(value) {
-        return Ok(());
-    }
-    let Value::Object(ops) = value else {
-        return Ok(());
-    };
-    for (op, arg) in ops {
-        let here = format!("{path}.{op}");
-        if !OPERATORS.contains(&op.as_str()) {
-            return Err(err(&here, "unknown operator"));
-        }
-        match op.as_str() {
-            "$in" | "$nin" | "$ini" | "$nini" | "$all" | "$alli" if !arg.is_array() => {
-                return Err(err(&here, "must be an array"));
-            }
-            "$regex" | "$regexi" => {
-                let Value::String(p) = arg else {
-                    return Err(err(&here, "must be a string"));
-                };
-                if compile_regex(p, op == "$regexi").is_none() {
-                    return Err(err(&here, "is not a valid ECMAScript regular expression"));
-                }
-            }
-            "$type" => {
-                let known = [
-                    "null",
-                    "array",
-                    "string",
-                    "number",
-                    "boolean",
-                    "object",
-                    "undefined",
-                ];
-                if !matches!(arg, Value::String(t) if known.contains(&t.as_str())) {
-                    return Err(err(
-                        &here,
-                        "must name a type (string, number, boolean, array, object, null)",
-                    ));
-                }
-            }
-            "$inGroup" | "$notInGroup" if !arg.is_string() => {
-                return Err(err(&here, "must be a group name"))
-            }
-            "$not" | "$size" => validate_value(arg, &here)?,
-            "$elemMatch" => {
-                if is_operator_object(arg) {
-                    validate_value(arg, &here)?;
-                } else {
-                    validate_condition(arg, &here)?;
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -57,7 +57,8 @@ fn parent_conditions_of(v: &Value) -> Vec<ParentCondition> {
                         .get("condition")
                         .and_then(Value::as_object)
                         .cloned()
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                        .into(),
                     gate: p.get("gate").is_some_and(js::truthy),
                 })
                 .collect()
@@ -112,7 +113,11 @@ pub fn compile_sdk_experiment(exp: &Value) -> CompiledExperiment {
             })
         });
     c.filters = exp.get("filters").and_then(filters_of);
-    c.condition = exp.get("condition").and_then(Value::as_object).cloned();
+    c.condition = exp
+        .get("condition")
+        .and_then(Value::as_object)
+        .cloned()
+        .map(Into::into);
     c.parent_conditions = exp
         .get("parentConditions")
         .map(parent_conditions_of)
@@ -154,7 +159,7 @@ pub(crate) fn prerequisites_pass(parents: &[ParentCondition], ctx: &UserContext<
         match feature_value(&p.id, ctx, &mut stack) {
             Some(value) => {
                 let obj = Value::Object(Map::from_iter([("value".to_owned(), value)]));
-                eval_condition(&obj, &p.condition, js::empty_object())
+                p.condition.eval(&obj, js::empty_object())
             }
             None => false,
         }
@@ -196,7 +201,7 @@ fn feature_value_inner(
                 let mut inner = stack.to_vec();
                 let value = feature_value(&p.id, ctx, &mut inner)?;
                 let obj = Value::Object(Map::from_iter([("value".to_owned(), value)]));
-                if !eval_condition(&obj, &p.condition, js::empty_object()) {
+                if !p.condition.eval(&obj, js::empty_object()) {
                     if p.gate {
                         return Some(Value::Null);
                     }
@@ -414,7 +419,7 @@ pub fn compile_lenient_definition(def: &Value) -> Result<CompiledExperiment, cra
     };
     c.condition = match present("condition") {
         None => None,
-        Some(Value::Object(m)) => Some(m.clone()),
+        Some(Value::Object(m)) => Some(m.clone().into()),
         Some(_) => return Err(bad("experiment.condition", "must be an object")),
     };
     if let Some(forced) = present("forced_variations") {

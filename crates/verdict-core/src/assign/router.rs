@@ -4,7 +4,7 @@
 //! Compilation does every per-experiment computation once (bucket ranges, seed,
 //! hash attribute), so a decision is a map lookup, one FNV pass and a range scan.
 
-use super::condition::{eval_condition, Attributes, SavedGroups};
+use super::condition::{Attributes, CompiledCondition, SavedGroups};
 use super::hash::{bucket_ranges, choose_variation, hash, in_namespace, in_range, Range};
 use crate::js;
 use serde_json::{Map, Value};
@@ -41,7 +41,7 @@ pub struct ParentCondition {
     /// Parent feature key.
     pub id: String,
     /// Condition evaluated against `{"value": <parent value>}`.
-    pub condition: Map<String, Value>,
+    pub condition: CompiledCondition,
     /// A failing gate blocks rather than skips (only matters for feature rules).
     pub gate: bool,
 }
@@ -65,8 +65,8 @@ pub struct CompiledExperiment {
     pub namespace: Option<Namespace>,
     /// Optional hash filters.
     pub filters: Option<Vec<Filter>>,
-    /// Optional targeting condition.
-    pub condition: Option<Map<String, Value>>,
+    /// Optional targeting condition, compiled (regexes included) with the experiment.
+    pub condition: Option<CompiledCondition>,
     /// Optional prerequisites on other features.
     pub parent_conditions: Vec<ParentCondition>,
     /// Per-user overrides: hash value -> variation index (checked before hashing).
@@ -318,7 +318,7 @@ impl CompiledExperiment {
         }
         // 8. Targeting condition.
         if let Some(cond) = &self.condition {
-            if !eval_condition(ctx, cond, ctx.saved_groups) {
+            if !cond.eval(ctx, ctx.saved_groups) {
                 return Decision::out(Reason::ConditionFailed);
             }
         }

@@ -268,6 +268,7 @@ impl ExperimentSpec {
 
     /// Validates the spec into a definition.
     pub fn validate(self) -> Result<ExperimentDefinition, DomainError> {
+        super::limits::validate_spec_labels(&self)?;
         let experiment_id = self
             .experiment_id
             .ok_or_else(|| invalid("experiment_id", "is required"))?;
@@ -397,7 +398,7 @@ impl ExperimentSpec {
         }
         let monitors = self.monitors.unwrap_or_default();
         monitors.validate()?;
-        Ok(ExperimentDefinition {
+        let definition = ExperimentDefinition {
             monitors,
             name: self.name.unwrap_or_else(|| experiment_id.clone()),
             experiment_id,
@@ -418,7 +419,9 @@ impl ExperimentSpec {
             power,
             baseline_rate: self.baseline_rate,
             planned_duration_days: self.planned_duration_days,
-        })
+        };
+        super::limits::validate_size(&definition)?;
+        Ok(definition)
     }
 }
 
@@ -649,7 +652,7 @@ impl ExperimentDefinition {
             id: ns.id.clone(),
             range: (ns.range[0], ns.range[1]) as Range,
         });
-        c.condition = self.condition.clone();
+        c.condition = self.condition.clone().map(Into::into);
         for (user, key) in &self.forced_variations {
             if let Some(i) = self.variants.iter().position(|v| &v.key == key) {
                 c.forced_users.insert(user.clone(), Value::from(i));

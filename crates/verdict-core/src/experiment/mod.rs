@@ -6,6 +6,7 @@
 //! Lifecycle: Draft -> Running <-> Paused -> Stopped.
 
 pub mod definition;
+pub mod limits;
 
 use crate::assign::CompiledExperiment;
 use crate::error::DomainError;
@@ -13,6 +14,7 @@ use crate::event::{Event, ExperimentCreated, ExperimentStopped, Lifecycle, Traff
 pub use definition::{
     ExperimentDefinition, ExperimentSpec, MonitorSettings, ShadowVariant, Variant,
 };
+pub use limits::{validate_label, validate_text, MAX_DEFINITION_BYTES, MAX_VARIANTS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -143,6 +145,7 @@ pub fn decide(state: &Experiment, command: Command) -> Result<Vec<Event>, Domain
             _ => Err(DomainError::NotFound),
         };
     };
+    validate_reasons(&command)?;
     let id = def.experiment_id.clone();
     let refuse = |command: &Command| DomainError::InvalidTransition {
         command: command.name(),
@@ -224,6 +227,26 @@ pub fn decide(state: &Experiment, command: Command) -> Result<Vec<Event>, Domain
         }
         _ => Err(refuse(&command)),
     }
+}
+
+/// Reasons are stored in events (and jsonb): no control characters but line breaks.
+fn validate_reasons(command: &Command) -> Result<(), DomainError> {
+    let reason = match command {
+        Command::Pause { reason }
+        | Command::ChangeTraffic { reason, .. }
+        | Command::Stop { reason, .. } => reason.as_deref(),
+        _ => None,
+    };
+    if let Some(r) = reason {
+        limits::validate_text("reason", r, limits::MAX_TEXT_BYTES)?;
+    }
+    if let Command::Stop {
+        winner: Some(w), ..
+    } = command
+    {
+        limits::validate_label("winner", w, limits::MAX_LABEL_BYTES)?;
+    }
+    Ok(())
 }
 
 fn validate_new_weights(

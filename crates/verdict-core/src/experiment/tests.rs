@@ -313,3 +313,29 @@ fn shadow_variants_are_kept_apart_from_the_served_arms() {
         "equal weights over served arms"
     );
 }
+
+#[test]
+fn reasons_with_control_characters_are_refused() {
+    let created = Event::ExperimentCreated(crate::event::ExperimentCreated {
+        definition: definition(),
+    });
+    let started = Event::ExperimentStarted(crate::event::Lifecycle {
+        experiment_id: "exp-001".into(),
+        reason: None,
+    });
+    Given(vec![created.clone(), started.clone()])
+        .when(Command::Pause {
+            reason: Some("bad\0reason".into()),
+        })
+        .then_expect_error(DomainError::Invalid {
+            field: "reason".into(),
+            message: "must not contain control characters (found '\\0')".into(),
+        });
+    let events = Given(vec![created, started])
+        .when(Command::Pause {
+            reason: Some("latency\nspike".into()),
+        })
+        .0
+        .expect("a line break is fine in a reason");
+    assert_eq!(events.len(), 1);
+}

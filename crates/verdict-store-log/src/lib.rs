@@ -11,7 +11,9 @@
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
 //!   damage off after a backup.
-//! * A write or fsync error poisons the writer: the group fails, later appends fail fast.
+//! * A write or fsync error poisons the writer: the group fails, later appends fail fast
+//!   ([`EventStore::health`] says why) until a probe has cut the active segment back to its
+//!   last acknowledged group and written and synced it again; then appends go on, no reopen.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,7 +35,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -171,8 +173,10 @@ pub(crate) struct Shared {
     /// Appends answered by those groups.
     group_appends: AtomicU64,
     head_rx: watch::Receiver<u64>,
-    /// Set once, by the writer, when an I/O error stopped it.
-    poison: OnceLock<String>,
+    /// Set while an I/O error stops the writer (the append path's one check).
+    poisoned: AtomicBool,
+    /// Why, and when it may probe again (see `writer`).
+    health: Mutex<writer::Health>,
     /// The writer thread has a group in hand (from receiving it to answering it).
     writer_busy: AtomicBool,
     /// Appends in the last committed group; above one, the log is under load and appends
@@ -350,6 +354,7 @@ impl LogStore {
             }
         };
         let active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
+        let active_path = files.last().expect("an active segment").path.clone();
         let (head_tx, head_rx) = watch::channel(scan.head);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -359,7 +364,8 @@ impl LogStore {
             groups: AtomicU64::new(0),
             group_appends: AtomicU64::new(0),
             head_rx,
-            poison: OnceLock::new(),
+            poisoned: AtomicBool::new(false),
+            health: Mutex::new(writer::Health::default()),
             writer_busy: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
             tail: RwLock::new(tail::Tail::default()),
@@ -378,21 +384,27 @@ impl LogStore {
         };
         let inline = options.inline_commit;
         let inline_max_sync = options.inline_max_sync;
-        let core = Arc::new(Mutex::new(Core {
-            options,
-            storage,
-            dir: dir.clone(),
-            active: Some(active),
-            active_no,
-            active_len,
-            next_position,
-            head_tx: Some(head_tx),
-            lock: Some(lock),
-            spinner,
-            buf: Vec::with_capacity(1 << 20),
-            fresh: Vec::new(),
-            zeroed_to: 0,
-        }));
+        let core = Arc::new_cyclic(|me| {
+            Mutex::new(Core {
+                options,
+                storage,
+                dir: dir.clone(),
+                active: Some(active),
+                active_path,
+                closed: false,
+                me: me.clone(),
+                shared: Arc::downgrade(&shared),
+                active_no,
+                active_len,
+                next_position,
+                head_tx: Some(head_tx),
+                lock: Some(lock),
+                spinner,
+                buf: Vec::with_capacity(1 << 20),
+                fresh: Vec::new(),
+                zeroed_to: 0,
+            })
+        });
         let writer = Writer {
             shared: Arc::clone(&shared),
             core: Arc::clone(&core),
@@ -436,9 +448,10 @@ impl LogStore {
         )
     }
 
-    /// Why the writer stopped, if an I/O error stopped it.
-    pub fn poisoned(&self) -> Option<&str> {
-        self.shared.poison.get().map(String::as_str)
+    /// Why the writer is stopped, while an I/O error stops it (it recovers by itself once
+    /// the disk works again; see [`EventStore::health`]).
+    pub fn poisoned(&self) -> Option<String> {
+        writer::poison_reason(&self.shared)
     }
 
     /// Reads up to `max` events from `from_position` on the calling thread (no runtime
@@ -495,8 +508,8 @@ impl LogStore {
     }
 
     fn unavailable(&self) -> StoreError {
-        match self.shared.poison.get() {
-            Some(reason) => StoreError::Unavailable(writer::poisoned_message(reason)),
+        match writer::poison_reason(&self.shared) {
+            Some(reason) => StoreError::Unavailable(writer::poisoned_message(&reason)),
             None => StoreError::Unavailable("the log store is closed".into()),
         }
     }
@@ -629,7 +642,7 @@ fn read_locs(
     Ok(out)
 }
 
-fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreError> {
+pub(crate) fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreError> {
     let mut head = pread(file, offset, 4096)?;
     let len = format::frame_len(&head)
         .map_err(|e| corrupt(format!("segment {seg} offset {offset}: {e}")))?;
@@ -727,8 +740,9 @@ impl EventStore for LogStore {
                 )));
             }
         }
-        if let Some(reason) = self.shared.poison.get() {
-            return Err(StoreError::Unavailable(writer::poisoned_message(reason)));
+        // While poisoned, refuse at once unless a probe is due (then `commit` probes).
+        if self.shared.poisoned.load(Ordering::Acquire) && !writer::probe_due(&self.shared) {
+            return Err(self.unavailable());
         }
         let events = match self.try_inline(stream, expected, events) {
             Ok(committed) => return committed,
@@ -812,6 +826,13 @@ impl EventStore for LogStore {
                 Box::pin(async move { read_all_async(&shared, from, max, CACHED_PAGE).await })
             },
         ))
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match writer::poison_reason(&self.shared) {
+            Some(reason) => Err(writer::poisoned_message(&reason)),
+            None => Ok(()),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -8,13 +8,22 @@
 //! fsync; under load the channel forms the groups. Whoever holds the mutex assigns
 //! positions, writes, syncs and publishes the head, so the order of groups on disk is the
 //! order of their positions either way.
+//!
+//! A failed `write` or `fdatasync` poisons the writer: the group's appends fail
+//! (`Unavailable`, unknown outcome), its index entries are taken back, and appends are
+//! refused until a probe (by a later append, or a helper thread, with backoff) has cut the
+//! active segment back to the end of the last acknowledged group and written and synced it
+//! again (see `Core::reopen_tail`).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use verdict_store::{AppendResult, EventData, ExpectedVersion, RecordedEvent, StoreError};
+use verdict_store::{
+    same_content, AppendResult, EventData, ExpectedVersion, RecordedEvent, StoreError,
+};
 
 use crate::format::{self, RecordRef, FLAG_BATCH_END, SEGMENT_HEADER_LEN};
 use crate::index::{self, Index};
@@ -31,6 +40,53 @@ const GATHER: std::time::Duration = std::time::Duration::from_micros(50);
 /// mark (~0.3 ms for 256 KiB here), once per ~500 one-prediction appends, and saves a
 /// journal commit in every fsync.
 pub(crate) const PREALLOCATE: u64 = 256 << 10;
+
+/// The first wait before a poisoned writer probes the disk again; doubled after each failed
+/// probe, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why the writer is stopped, and when it may probe again.
+#[derive(Debug)]
+pub(crate) struct Poison {
+    pub reason: String,
+    since: Instant,
+    next_probe: Instant,
+    backoff: Duration,
+    failed_probes: u32,
+}
+
+/// The writer's health, behind `Shared::health`.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    pub poison: Option<Poison>,
+    /// A probe thread is running (at most one).
+    prober: bool,
+}
+
+/// Whether a poisoned writer may probe now (an append then goes on to `commit`, which
+/// probes); false while it waits out its backoff.
+pub(crate) fn probe_due(shared: &Shared) -> bool {
+    lock(&shared.health)
+        .poison
+        .as_ref()
+        .is_none_or(|p| Instant::now() >= p.next_probe)
+}
+
+/// Why the writer is stopped, if it is.
+pub(crate) fn poison_reason(shared: &Shared) -> Option<String> {
+    if !shared.poisoned.load(Ordering::Acquire) {
+        return None;
+    }
+    lock(&shared.health)
+        .poison
+        .as_ref()
+        .map(|p| p.reason.clone())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A message to the writer.
 pub(crate) enum Request {
@@ -50,8 +106,16 @@ pub(crate) struct Core {
     pub options: LogOptions,
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
-    /// The active segment; `None` once closed.
+    /// The active segment; `None` once closed, or while poisoned (its handle may hold a
+    /// failed write's state).
     pub active: Option<Box<dyn LogFile>>,
+    /// Its path.
+    pub active_path: PathBuf,
+    /// Set by `close`.
+    pub closed: bool,
+    /// This core and the shared state, for the probe thread a failure starts.
+    pub me: Weak<Mutex<Core>>,
+    pub shared: Weak<Shared>,
     /// Segment number of `active`.
     pub active_no: u32,
     /// Bytes in `active` (all durable).
@@ -183,28 +247,19 @@ impl Writer {
             // Idle before the replies go out: a writer that gets its answer and appends again
             // at once must find the log idle, not race this thread to it.
             self.shared.writer_busy.store(false, Ordering::SeqCst);
-            let failed = match committed {
+            // A failed group poisons the core; the thread goes on (later appends are
+            // refused fast until a probe recovers the writer, see `Core::commit`).
+            match committed {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
-                    None
                 }
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(e.to_store_error()));
                     }
-                    Some(e)
                 }
-            };
-            if let Some(e) = failed {
-                rx.close();
-                while let Some(req) = rx.blocking_recv() {
-                    if let Request::Append { reply, .. } = req {
-                        let _ = reply.send(Err(e.to_store_error()));
-                    }
-                }
-                break;
             }
         }
         // Closed (or every handle dropped): release the files and the directory lock under
@@ -218,24 +273,22 @@ impl Core {
     /// Decides, encodes, writes and syncs one group and returns each append's outcome, in
     /// order. On an I/O error nothing of the group is acknowledged and the writer is
     /// poisoned (after a failed fsync the kernel may have dropped the dirty pages, so
-    /// retrying could acknowledge data that is not on disk); later commits fail at once.
+    /// retrying could acknowledge data that is not on disk); later commits fail at once
+    /// until a probe has rewritten the tail (`reopen_tail`).
     pub fn commit(
         &mut self,
         shared: &Shared,
         appends: &[Append],
     ) -> Result<Vec<Result<AppendResult, StoreError>>, CommitError> {
-        if let Some(reason) = shared.poison.get() {
-            return Err(CommitError::Poisoned(reason.clone()));
-        }
-        if self.active.is_none() {
+        if self.closed {
             return Err(CommitError::Closed);
         }
-        // Poison before answering, so a caller that saw the error also sees the poison.
-        let poison =
-            |reason: String| CommitError::Poisoned(shared.poison.get_or_init(|| reason).clone());
+        if shared.poisoned.load(Ordering::Acquire) {
+            self.probe(shared)?;
+        }
         if self.active_len >= self.options.segment_size {
             if let Err(e) = self.roll(shared) {
-                return Err(poison(format!("creating a new segment: {e}")));
+                return Err(self.fail(shared, format!("creating a new segment: {e}")));
             }
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -246,30 +299,213 @@ impl Core {
         {
             let mut idx = shared.index.write().unwrap_or_else(|e| e.into_inner());
             for (stream, expected, events) in appends {
-                let outcome =
-                    self.decide(&mut idx, stream, *expected, events, group_first, &mut buf);
+                let outcome = self.decide(
+                    shared,
+                    &mut idx,
+                    stream,
+                    *expected,
+                    events,
+                    group_first,
+                    &mut buf,
+                );
                 outcomes.push(outcome);
             }
         }
         let result = if buf.is_empty() {
             Ok(outcomes)
         } else {
-            self.write_and_sync(shared, &buf)
-                .map(|()| {
+            match self.write_and_sync(shared, &buf) {
+                Ok(()) => {
                     shared
                         .group_appends
                         .fetch_add(appends.len() as u64, Ordering::Relaxed);
-                    outcomes
-                })
-                .map_err(poison)
+                    Ok(outcomes)
+                }
+                Err(reason) => {
+                    // Nothing of the group was acknowledged: take its index entries back,
+                    // so the next group reuses its positions and a retry is not taken for
+                    // a stored duplicate.
+                    shared
+                        .index
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_since(
+                            group_first,
+                            self.fresh
+                                .iter()
+                                .rev()
+                                .map(|e| (e.stream.as_str(), e.event_id)),
+                        );
+                    self.fresh.clear();
+                    self.next_position = group_first;
+                    Err(self.fail(shared, reason))
+                }
+            }
         };
         self.buf = buf;
         result
     }
 
+    /// Poisons the writer after a failed write or sync: logs it, drops the active handle
+    /// (its state is suspect), and starts the probe thread.
+    fn fail(&mut self, shared: &Shared, reason: String) -> CommitError {
+        tracing::error!(
+            dir = %self.dir.display(),
+            segment = self.active_no,
+            head = self.next_position - 1,
+            "event log write failed, appends are refused until the writer recovers: {reason}"
+        );
+        self.active = None;
+        let now = Instant::now();
+        let mut health = lock(&shared.health);
+        health.poison = Some(Poison {
+            reason: reason.clone(),
+            since: now,
+            next_probe: now + FIRST_BACKOFF,
+            backoff: FIRST_BACKOFF,
+            failed_probes: 0,
+        });
+        // Before answering, so a caller that saw the error also sees the poison.
+        shared.poisoned.store(true, Ordering::Release);
+        if !health.prober {
+            health.prober = true;
+            let (core, sh) = (self.me.clone(), self.shared.clone());
+            let spawned = std::thread::Builder::new()
+                .name("verdict-log-probe".into())
+                .spawn(move || probe_loop(&core, &sh));
+            if spawned.is_err() {
+                // Appends still probe when due.
+                health.prober = false;
+            }
+        }
+        CommitError::Poisoned(reason)
+    }
+
+    /// If the writer is poisoned and its backoff has passed, tries to recover it; `Ok` once
+    /// it accepts appends again.
+    pub(crate) fn probe(&mut self, shared: &Shared) -> Result<(), CommitError> {
+        {
+            let health = lock(&shared.health);
+            let Some(p) = &health.poison else {
+                return Ok(());
+            };
+            if Instant::now() < p.next_probe {
+                return Err(CommitError::Poisoned(p.reason.clone()));
+            }
+        }
+        let result = self.reopen_tail(shared);
+        let mut health = lock(&shared.health);
+        let p = health
+            .poison
+            .as_mut()
+            .expect("only the core holder clears it");
+        match result {
+            Ok(cut) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    segment = self.active_no,
+                    head = self.next_position - 1,
+                    down_ms = p.since.elapsed().as_millis() as u64,
+                    failed_probes = p.failed_probes,
+                    file_bytes_cut = cut,
+                    "event log writer recovered after \"{}\": the tail was cut back to the last \
+                     acknowledged group, rewritten and synced; appends accepted again",
+                    p.reason
+                );
+                health.poison = None;
+                shared.poisoned.store(false, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                p.failed_probes += 1;
+                p.backoff = (p.backoff * 2).min(MAX_BACKOFF);
+                p.next_probe = Instant::now() + p.backoff;
+                if p.failed_probes.is_power_of_two() {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        failed_probes = p.failed_probes,
+                        "event log writer still failing, appends refused: {e}"
+                    );
+                }
+                Err(CommitError::Poisoned(p.reason.clone()))
+            }
+        }
+    }
+
+    /// Makes the active segment trustworthy again after a failed write or sync: removes a
+    /// half-created next segment, cuts the active one back to the end of the last
+    /// acknowledged group (`active_len`; the failed group's bytes were never acknowledged),
+    /// writes its preallocated zeros again and syncs file and directory through the storage
+    /// layer. Never trusts an earlier fsync of the failed pages (fsyncgate): what it relies
+    /// on it writes again. Returns how many bytes it cut.
+    fn reopen_tail(&mut self, shared: &Shared) -> Result<u64, String> {
+        self.active = None;
+        let next = segment_path(&self.dir, self.next_position);
+        if next != self.active_path && next.exists() {
+            std::fs::remove_file(&next)
+                .map_err(|e| format!("removing the half-created {}: {e}", next.display()))?;
+        }
+        let io =
+            |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.active_path.display());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.active_path)
+            .map_err(|e| io("opening", e))?;
+        let had = f.metadata().map_err(|e| io("reading", e))?.len();
+        f.set_len(self.active_len)
+            .map_err(|e| io("truncating", e))?;
+        drop(f);
+        let mut file = self
+            .storage
+            .open_append(&self.active_path)
+            .map_err(|e| io("reopening", e))?;
+        // The probe: write (zeros from the acknowledged end on, which also rewrites the page
+        // the failed group shared with it) and sync, file and directory.
+        let target = (self.active_len + PREALLOCATE).next_multiple_of(4096);
+        let zeroed = file.preallocate(target).map_err(|e| io("writing", e))?;
+        file.sync_data().map_err(|e| io("fdatasync of", e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| format!("syncing directory {}: {e}", self.dir.display()))?;
+        self.verify_last(shared)?;
+        self.zeroed_to = if zeroed { target } else { u64::MAX };
+        self.active = Some(file);
+        Ok(had.saturating_sub(self.active_len))
+    }
+
+    /// Reads the last acknowledged record back, if it is in the active segment: a tail the
+    /// probe cannot read is not one to append to.
+    fn verify_last(&self, shared: &Shared) -> Result<(), String> {
+        let head = self.next_position - 1;
+        if head == 0 {
+            return Ok(());
+        }
+        let loc = {
+            let idx = shared.index.read().unwrap_or_else(|e| e.into_inner());
+            idx.locs[head as usize - 1]
+        };
+        let (seg, offset) = index::unpack(loc);
+        if seg != self.active_no {
+            return Ok(());
+        }
+        let files = shared.files.read().unwrap_or_else(|e| e.into_inner());
+        let rec = crate::read_one(&files[seg as usize].file, seg, offset)
+            .map_err(|e| format!("reading back the last acknowledged record: {e}"))?;
+        if rec.position != head {
+            return Err(format!(
+                "reading back the last acknowledged record: found position {}, expected {head}",
+                rec.position
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the encoded group and syncs it; on success publishes the new head.
     fn write_and_sync(&mut self, shared: &Shared, buf: &[u8]) -> Result<(), String> {
-        let active = self.active.as_mut().expect("checked by commit");
+        let active = self
+            .active
+            .as_mut()
+            .expect("present unless poisoned or closed");
         let end = self.active_len + buf.len() as u64;
         if end > self.zeroed_to {
             // Best effort: a failed extension leaves zeros or nothing past the data, both of
@@ -316,8 +552,10 @@ impl Core {
 
     /// Checks one append against the index (which already includes this group's earlier
     /// appends) and, if admitted, encodes it into `buf` and indexes it.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
+        shared: &Shared,
         idx: &mut Index,
         stream: &str,
         expected: ExpectedVersion,
@@ -326,7 +564,8 @@ impl Core {
         buf: &mut Vec<u8>,
     ) -> Result<AppendResult, StoreError> {
         if let Some(&first) = idx.ids.get(&events[0].event_id) {
-            // A retry if every id sits at consecutive positions of this stream.
+            // A retry if every id sits at consecutive positions of this stream, each with the
+            // same content.
             for (i, e) in events.iter().enumerate() {
                 let at = first + i as u64;
                 if idx.ids.get(&e.event_id) != Some(&at) || idx.version_of(stream, at).is_none() {
@@ -334,6 +573,15 @@ impl Core {
                     return Err(StoreError::DuplicateEventId {
                         event_id: e.event_id,
                         position,
+                    });
+                }
+            }
+            for (i, e) in events.iter().enumerate() {
+                let at = first + i as u64;
+                if !self.same_as_stored(shared, idx, at, group, e)? {
+                    return Err(StoreError::DuplicateEventId {
+                        event_id: e.event_id,
+                        position: at,
                     });
                 }
             }
@@ -403,6 +651,39 @@ impl Core {
         })
     }
 
+    /// Whether the event stored at `at` has `sent`'s type, schema version and payload. Only
+    /// on the retry path: the stored event comes from this group (`at >= group`), the tail
+    /// cache, or its segment.
+    fn same_as_stored(
+        &self,
+        shared: &Shared,
+        idx: &Index,
+        at: u64,
+        group: u64,
+        sent: &EventData,
+    ) -> Result<bool, StoreError> {
+        if at >= group {
+            return Ok(same_content(&self.fresh[(at - group) as usize], sent));
+        }
+        let cached = shared
+            .tail
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(at, at);
+        if let Some(stored) = cached.as_ref().and_then(|v| v.first()) {
+            return Ok(same_content(stored, sent));
+        }
+        let (seg, offset) = index::unpack(idx.locs[at as usize - 1]);
+        let files = shared.files.read().unwrap_or_else(|e| e.into_inner());
+        let file = files
+            .get(seg as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("no segment {seg}")))?;
+        let rec = crate::read_one(&file.file, seg, offset)?;
+        Ok(rec.event_type == sent.event_type
+            && rec.schema_version == sent.schema_version
+            && rec.payload == sent.payload)
+    }
+
     /// Starts a new segment named by the next position: create, write the header, fsync the
     /// file and the directory, and only then put records in it.
     fn roll(&mut self, shared: &Shared) -> std::io::Result<()> {
@@ -414,6 +695,7 @@ impl Core {
             }
         }
         let (file, read) = create_segment(&*self.storage, &self.dir, self.next_position)?;
+        self.active_path = read.path.clone();
         let mut files = shared.files.write().unwrap_or_else(|e| e.into_inner());
         files.push(Arc::new(read));
         self.active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
@@ -434,8 +716,38 @@ impl Core {
             }
         }
         self.active = None;
+        self.closed = true;
         self.head_tx = None;
         self.lock = None;
+    }
+}
+
+/// The probe thread of a poisoned writer: waits out each backoff and probes, until the
+/// writer recovered or the store is closed or dropped.
+fn probe_loop(core: &Weak<Mutex<Core>>, shared: &Weak<Shared>) {
+    loop {
+        let wait = {
+            let Some(sh) = shared.upgrade() else { return };
+            let mut health = lock(&sh.health);
+            match &health.poison {
+                Some(p) => p.next_probe.saturating_duration_since(Instant::now()),
+                None => {
+                    health.prober = false;
+                    return;
+                }
+            }
+        };
+        // A background thread waiting out a backoff, not a test waiting for timing.
+        std::thread::sleep(wait);
+        let (Some(core), Some(sh)) = (core.upgrade(), shared.upgrade()) else {
+            return;
+        };
+        let mut core = lock_core(&core);
+        if core.closed {
+            lock(&sh.health).prober = false;
+            return;
+        }
+        let _ = core.probe(&sh);
     }
 }
 
@@ -477,7 +789,7 @@ fn request_bytes(req: &Request) -> usize {
 
 /// The message every append gets once the writer is poisoned.
 pub(crate) fn poisoned_message(reason: &str) -> String {
-    format!("the log writer stopped after an I/O error ({reason}); nothing after the last acknowledged append is durable; reopen the store")
+    format!("the log writer stopped after an I/O error ({reason}); appends in flight have an unknown outcome (retry them with the same event ids); appends are refused until the writer has rewritten its tail, which it retries every 0.1-1 s")
 }
 
 /// A helper thread that keeps a CPU busy while the writer waits in `fdatasync`.

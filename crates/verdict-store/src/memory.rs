@@ -9,8 +9,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{
-    same_content, validate_append, AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent,
-    StoreError, Subscription,
+    same_content, validate_append, AppendResult, EventData, EventStore, ExpectedVersion,
+    RecordedEvent, StoreError, Subscription,
 };
 
 /// An [`EventStore`] held in memory. Cloning shares the same store.

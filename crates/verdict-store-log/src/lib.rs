@@ -26,7 +26,9 @@
 
 pub mod format;
 pub mod index;
+pub mod manifest;
 pub mod recovery;
+mod repair;
 pub mod storage;
 mod tail;
 mod writer;
@@ -44,7 +46,8 @@ use verdict_store::{
     StoreError, Subscription,
 };
 
-pub use recovery::{check, CheckReport, RepairOutcome, SegmentInfo, Status};
+pub use recovery::{check, CheckReport, Problem, ProblemKind, SegmentInfo, Status};
+pub use repair::{RepairAction, RepairOutcome};
 pub use storage::{FaultyStorage, StdStorage, Storage};
 
 use index::Index;
@@ -71,6 +74,13 @@ pub enum LogError {
         /// Byte offset of the damaged record.
         offset: u64,
         /// What is wrong.
+        reason: String,
+    },
+    /// `repair` cannot fix the log without guessing (which files belong to it, or events it
+    /// would have to invent); nothing was changed by the step that refused.
+    #[error("repair refused: {reason}")]
+    Unrepairable {
+        /// Why, and what to do.
         reason: String,
     },
     /// Another process (or store) has the directory open.
@@ -214,6 +224,8 @@ impl Segment {
 pub struct LogStore {
     shared: Arc<Shared>,
     core: Arc<Mutex<Core>>,
+    /// See `manifest::Manifest::identity`; fixed while open.
+    identity: String,
     /// `LogOptions::inline_commit`.
     inline: bool,
     /// `LogOptions::inline_max_sync`.
@@ -242,7 +254,12 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, LogError> {
 /// Repairs the log in `dir` (see [`recovery::repair`]), taking the directory lock.
 pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError> {
     let _lock = DirLock::acquire(dir)?;
-    recovery::repair(dir, backup_stamp)
+    repair::repair(dir, backup_stamp)
+}
+
+fn store_manifest(m: &manifest::Manifest, dir: &Path) -> Result<(), LogError> {
+    m.store(dir)
+        .map_err(|e| LogError::io(format!("writing the manifest in {}", dir.display()), e))
 }
 
 impl LogStore {
@@ -283,16 +300,52 @@ impl LogStore {
             Ok(())
         };
         let scan = recovery::scan(&dir, &mut versions_ok)?;
+        if let Some(p) = scan.problems.first() {
+            return Err(LogError::Corrupt {
+                segment: p.segment.clone(),
+                offset: p.offset,
+                reason: format!("{}: {}", p.kind, p.detail),
+            });
+        }
+        for p in &scan.torn_rolls {
+            // A roll that crashed before the manifest named its segment: nothing in it.
+            tracing::warn!(segment = %p.display(), "removing a segment file of an unfinished segment roll");
+            std::fs::remove_file(p)
+                .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
+        }
+        if !scan.torn_rolls.is_empty() {
+            recovery::sync_dir(&dir)?;
+        }
         let mut segments = scan.segments;
+        let mut new_generation = false;
         match &scan.status {
             Status::Clean => {}
             Status::TornTail {
                 segment,
                 truncate_at,
+                discarded,
                 remove,
-                ..
+                provable,
             } => {
                 recovery::truncate_torn_tail(&dir, &scan.status)?;
+                tracing::warn!(
+                    segment = %segment.display(),
+                    offset = truncate_at,
+                    bytes = discarded,
+                    head = scan.head,
+                    "cut a torn tail: a write group whose fdatasync never returned"
+                );
+                if !provable {
+                    // A checksum mismatch in a complete-looking record: it may have been
+                    // acknowledged (bit rot in the last group), so read models built on it
+                    // must not be trusted.
+                    tracing::error!(
+                        segment = %segment.display(),
+                        offset = truncate_at,
+                        "the cut tail does not look like an unfinished write; the log gets a new identity generation"
+                    );
+                    new_generation = true;
+                }
                 if !remove {
                     let last = segments
                         .last_mut()
@@ -306,15 +359,17 @@ impl LogStore {
                 segment,
                 offset,
                 reason,
+                kind,
                 ..
             } => {
                 return Err(LogError::Corrupt {
                     segment: segment.clone(),
                     offset: *offset,
-                    reason: reason.clone(),
+                    reason: format!("{kind}: {reason}"),
                 });
             }
         }
+        let firsts: Vec<u64> = segments.iter().map(|s| s.first_position).collect();
         let storage = Arc::clone(&options.storage);
         let mut files = Vec::with_capacity(segments.len() + 1);
         for s in &segments {
@@ -355,6 +410,36 @@ impl LogStore {
         };
         let active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
         let active_path = files.last().expect("an active segment").path.clone();
+        let manifest = match scan.manifest {
+            Some(mut m) => {
+                if new_generation {
+                    m.generation += 1;
+                    store_manifest(&m, &dir)?;
+                }
+                m
+            }
+            None => {
+                // A new log, or one written before manifests: its chain is what is there
+                // now (the active segment was just created or scanned).
+                let active_first = *firsts.last().unwrap_or(&next_position);
+                let mut m = manifest::Manifest::new(active_first);
+                m.sealed = segments
+                    .iter()
+                    .zip(firsts.iter().skip(1))
+                    .map(|(s, &end)| manifest::SealedSegment {
+                        first: s.first_position,
+                        end,
+                        len: s.file_len,
+                    })
+                    .collect();
+                if !firsts.is_empty() {
+                    tracing::info!(dir = %dir.display(), identity = %m.identity(), "gave a log written before manifests its manifest and identity");
+                }
+                store_manifest(&m, &dir)?;
+                m
+            }
+        };
+        let identity = manifest.identity();
         let (head_tx, head_rx) = watch::channel(scan.head);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -403,6 +488,7 @@ impl LogStore {
                 buf: Vec::with_capacity(1 << 20),
                 fresh: Vec::new(),
                 zeroed_to: 0,
+                manifest,
             })
         });
         let writer = Writer {
@@ -417,6 +503,7 @@ impl LogStore {
         Ok(Self {
             shared,
             core,
+            identity,
             inline,
             inline_max_sync,
             tx,
@@ -826,6 +913,10 @@ impl EventStore for LogStore {
                 Box::pin(async move { read_all_async(&shared, from, max, CACHED_PAGE).await })
             },
         ))
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.identity.clone())
     }
 
     fn health(&self) -> Result<(), String> {

@@ -132,6 +132,8 @@ pub(crate) struct Core {
     pub buf: Vec<u8>,
     /// The group's events as readers will see them, for the tail cache once durable.
     pub fresh: Vec<RecordedEvent>,
+    /// The log's identity and segment chain, rewritten at each roll.
+    pub manifest: crate::manifest::Manifest,
     /// The active segment is zero-filled up to here (0 until the first append preallocates;
     /// `u64::MAX` if its file cannot).
     pub zeroed_to: u64,
@@ -695,6 +697,18 @@ impl Core {
             }
         }
         let (file, read) = create_segment(&*self.storage, &self.dir, self.next_position)?;
+        // Seal the old segment in the manifest, naming the new one, once the new one's header
+        // is durable: a listed segment is never a torn creation, and an unlisted header-only
+        // file after the active one is a roll that did not finish (removed on open).
+        let mut manifest = self.manifest.clone();
+        manifest.sealed.push(crate::manifest::SealedSegment {
+            first: manifest.active_first,
+            end: self.next_position,
+            len: self.active_len,
+        });
+        manifest.active_first = self.next_position;
+        manifest.store(&self.dir)?;
+        self.manifest = manifest;
         self.active_path = read.path.clone();
         let mut files = shared.files.write().unwrap_or_else(|e| e.into_inner());
         files.push(Arc::new(read));

@@ -11,7 +11,7 @@ use verdict_store::conformance::events;
 use verdict_store::{EventStore, ExpectedVersion};
 use verdict_store_log::format::{self, RecordRef, FLAG_BATCH_END};
 use verdict_store_log::recovery::{self, segment_path, Status};
-use verdict_store_log::{LogError, LogOptions, LogStore, RepairOutcome};
+use verdict_store_log::{LogError, LogOptions, LogStore, RepairAction};
 
 /// Writes batches of these sizes (one group each: appended one after another) and returns
 /// the directory, its single segment, and the byte offset where each record starts.
@@ -210,19 +210,25 @@ async fn damage_in_an_earlier_segment_is_corruption_and_repair_cuts_it_off_after
     };
     let kept = report.head;
     assert!(kept >= first_pos - 1);
+    let identity_before = recovery::check(&dir).unwrap().identity.unwrap();
     let outcome = verdict_store_log::repair(&dir, "test").unwrap();
-    let RepairOutcome::TruncatedCorruption {
-        backup,
-        removed,
-        len: new_len,
-        head,
-        ..
-    } = outcome
-    else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!((new_len, head), (truncate_at, kept));
-    assert_eq!(removed.len(), segments.len() - 2);
+    let backup = outcome.backup.clone().expect("a backup");
+    assert_eq!(outcome.head, kept);
+    // The damaged segment is cut at the damage, every later one moved to the backup.
+    assert!(
+        matches!(&outcome.actions[0], RepairAction::Truncated { segment, from, first_lost: Some(p), .. }
+            if *segment == second && *from == truncate_at && *p == kept + 1),
+        "{:?}",
+        outcome.actions
+    );
+    let removed = outcome
+        .actions
+        .iter()
+        .filter(|a| matches!(a, RepairAction::RemovedSegment { .. }))
+        .count();
+    assert_eq!(removed, segments.len() - 2);
+    // Events may have been removed: read models built before must not be trusted.
+    assert_ne!(outcome.identity.unwrap(), identity_before);
     // The backup holds the damaged segment and every later one, byte for byte.
     for (_, p) in &segments[1..] {
         assert!(backup.join(p.file_name().unwrap()).exists());

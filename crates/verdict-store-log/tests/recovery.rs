@@ -495,3 +495,57 @@ async fn zeros_after_the_last_batch_are_a_clean_end_but_zeros_ending_an_earlier_
         Err(LogError::Corrupt { .. })
     ));
 }
+
+async fn identity_of(dir: &Path) -> String {
+    let store = LogStore::open(dir, LogOptions::default()).unwrap();
+    let identity = store.identity().unwrap();
+    store.close().await.unwrap();
+    identity
+}
+
+#[tokio::test]
+async fn a_torn_last_group_is_cut_quietly_but_damage_to_a_complete_last_record_changes_the_identity(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    let (segment, offsets) = build(&original, &[1, 2, 3]).await;
+    let identity = identity_of(&original).await;
+    let file_len = fs::metadata(&segment).unwrap().len();
+
+    // Torn: the last group's end never reached the disk (cut inside its last record), or
+    // its sectors read as zeros. Nothing acknowledged is lost: same identity.
+    let torn = tmp.path().join("torn");
+    copy_dir(&original, &torn);
+    set_len(&segment_path(&torn, 1), file_len - 5);
+    assert!(matches!(
+        recovery::check(&torn).unwrap().status,
+        Status::TornTail { provable: true, .. }
+    ));
+    assert_eq!(head_of(&torn).await, 3);
+    assert_eq!(identity_of(&torn).await, identity);
+
+    let zeros = tmp.path().join("zeros");
+    copy_dir(&original, &zeros);
+    zero(&segment_path(&zeros, 1), offsets[4], file_len);
+    assert_eq!(head_of(&zeros).await, 3);
+    assert_eq!(identity_of(&zeros).await, identity);
+
+    // A flipped bit in a complete last record: it may have been acknowledged, so the cut
+    // gives the log a new identity generation (read models built on it are rebuilt).
+    let flipped = tmp.path().join("flipped");
+    copy_dir(&original, &flipped);
+    flip(&segment_path(&flipped, 1), offsets[5] + 40, 1);
+    assert!(matches!(
+        recovery::check(&flipped).unwrap().status,
+        Status::TornTail {
+            provable: false,
+            ..
+        }
+    ));
+    assert_eq!(head_of(&flipped).await, 3);
+    let after = identity_of(&flipped).await;
+    assert_ne!(after, identity);
+    let (id, generation) = after.rsplit_once('.').unwrap();
+    assert!(identity.starts_with(id), "same log, new generation");
+    assert_eq!(generation, "1");
+}

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod format;
+mod health;
 pub mod index;
 pub mod manifest;
 pub mod recovery;
@@ -186,7 +187,7 @@ pub(crate) struct Shared {
     /// Set while an I/O error stops the writer (the append path's one check).
     poisoned: AtomicBool,
     /// Why, and when it may probe again (see `writer`).
-    health: Mutex<writer::Health>,
+    health: Mutex<health::Health>,
     /// The writer thread has a group in hand (from receiving it to answering it).
     writer_busy: AtomicBool,
     /// Appends in the last committed group; above one, the log is under load and appends
@@ -450,7 +451,7 @@ impl LogStore {
             group_appends: AtomicU64::new(0),
             head_rx,
             poisoned: AtomicBool::new(false),
-            health: Mutex::new(writer::Health::default()),
+            health: Mutex::new(health::Health::default()),
             writer_busy: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
             tail: RwLock::new(tail::Tail::default()),
@@ -538,7 +539,7 @@ impl LogStore {
     /// Why the writer is stopped, while an I/O error stops it (it recovers by itself once
     /// the disk works again; see [`EventStore::health`]).
     pub fn poisoned(&self) -> Option<String> {
-        writer::poison_reason(&self.shared)
+        health::poison_reason(&self.shared)
     }
 
     /// Reads up to `max` events from `from_position` on the calling thread (no runtime
@@ -595,8 +596,8 @@ impl LogStore {
     }
 
     fn unavailable(&self) -> StoreError {
-        match writer::poison_reason(&self.shared) {
-            Some(reason) => StoreError::Unavailable(writer::poisoned_message(&reason)),
+        match health::poison_reason(&self.shared) {
+            Some(reason) => StoreError::Unavailable(health::poisoned_message(&reason)),
             None => StoreError::Unavailable("the log store is closed".into()),
         }
     }
@@ -828,7 +829,7 @@ impl EventStore for LogStore {
             }
         }
         // While poisoned, refuse at once unless a probe is due (then `commit` probes).
-        if self.shared.poisoned.load(Ordering::Acquire) && !writer::probe_due(&self.shared) {
+        if self.shared.poisoned.load(Ordering::Acquire) && !health::probe_due(&self.shared) {
             return Err(self.unavailable());
         }
         let events = match self.try_inline(stream, expected, events) {
@@ -920,8 +921,8 @@ impl EventStore for LogStore {
     }
 
     fn health(&self) -> Result<(), String> {
-        match writer::poison_reason(&self.shared) {
-            Some(reason) => Err(writer::poisoned_message(&reason)),
+        match health::poison_reason(&self.shared) {
+            Some(reason) => Err(health::poisoned_message(&reason)),
             None => Ok(()),
         }
     }

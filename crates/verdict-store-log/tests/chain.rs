@@ -252,7 +252,7 @@ async fn an_unfinished_roll_leaves_a_header_only_segment_that_opening_removes() 
     fs::write(&next, verdict_store_log::format::encode_segment_header(21)).unwrap();
     let report = recovery::check(&dir).unwrap();
     assert!(report.opens());
-    assert_eq!(report.torn_rolls, [next.clone()]);
+    assert_eq!(report.torn_rolls, std::slice::from_ref(&next));
     assert_eq!(open_head(&dir).await, (20, identity));
     assert!(!next.exists());
     assert_eq!(recovery::list_segments(&dir).unwrap(), segments);

@@ -158,6 +158,11 @@ impl Core {
             std::fs::remove_file(&next)
                 .map_err(|e| format!("removing the half-created {}: {e}", next.display()))?;
         }
+        // A roll may have failed after its manifest rename (e.g. in the directory fsync):
+        // make the manifest on disk the one the writer goes on with.
+        self.manifest
+            .store(&self.dir)
+            .map_err(|e| format!("rewriting the manifest: {e}"))?;
         let io =
             |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.active_path.display());
         let f = std::fs::OpenOptions::new()

@@ -4,7 +4,8 @@
 //!
 //! Rewritten whole and atomically (temporary file, fsync, rename, directory fsync) when the
 //! log is created, when a segment is sealed, and when `repair` changes the log. Small: 24
-//! bytes per sealed segment.
+//! bytes per sealed segment. Also the matching of a directory's files against the chain
+//! (missing, stray, differing segments) that `recovery::scan` runs first.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::recovery::{segment_path, Problem, ProblemKind, SegmentInfo};
 use crate::LogError;
 
 /// The manifest's file name, in the log directory.
@@ -165,6 +168,78 @@ impl Manifest {
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(MANIFEST_FILE)
     }
+}
+
+/// Which listed files to scan, given the manifest: its chain (the files present), plus the
+/// problems with the set of files and the torn rolls (see [`Scan::torn_rolls`]).
+pub(crate) fn chain_files(
+    dir: &Path,
+    manifest: Option<&Manifest>,
+    listed: Vec<(u64, PathBuf)>,
+) -> (Vec<(u64, PathBuf)>, Vec<Problem>, Vec<PathBuf>) {
+    let Some(m) = manifest else {
+        return (listed, Vec::new(), Vec::new());
+    };
+    let chain = m.chain();
+    let mut problems = Vec::new();
+    for &first in &chain {
+        if !listed.iter().any(|(p, _)| *p == first) {
+            problems.push(Problem {
+                kind: ProblemKind::MissingSegment,
+                segment: segment_path(dir, first),
+                offset: 0,
+                detail: format!("the manifest lists the segment starting at position {first}, and its file is gone"),
+            });
+        }
+    }
+    let (mut files, mut torn) = (Vec::new(), Vec::new());
+    for (first, path) in listed {
+        if chain.contains(&first) {
+            files.push((first, path));
+            continue;
+        }
+        let len = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
+        if first > m.active_first && len <= SEGMENT_HEADER_LEN as u64 {
+            torn.push(path);
+        } else {
+            problems.push(Problem {
+                kind: ProblemKind::StraySegment,
+                segment: path,
+                offset: 0,
+                detail: format!("a {len}-byte segment file the manifest does not list"),
+            });
+        }
+    }
+    (files, problems, torn)
+}
+
+/// Sealed segments whose file differs from the manifest (length, positions).
+pub(crate) fn sealed_problems(m: &Manifest, segments: &[SegmentInfo]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for s in &m.sealed {
+        let Some(info) = segments.iter().find(|i| i.first_position == s.first) else {
+            continue;
+        };
+        if info.file_len != s.len {
+            problems.push(Problem {
+                kind: ProblemKind::LengthMismatch,
+                segment: info.path.clone(),
+                offset: info.file_len.min(s.len),
+                detail: format!("sealed with {} bytes, now {} bytes", s.len, info.file_len),
+            });
+        } else if info.valid_len == s.len && info.records != s.end - s.first {
+            problems.push(Problem {
+                kind: ProblemKind::LengthMismatch,
+                segment: info.path.clone(),
+                offset: 0,
+                detail: format!(
+                    "sealed with positions {}..{}, holds {} records",
+                    s.first, s.end, info.records
+                ),
+            });
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -176,78 +176,6 @@ pub struct Scan {
     pub torn_rolls: Vec<PathBuf>,
 }
 
-/// Which listed files to scan, given the manifest: its chain (the files present), plus the
-/// problems with the set of files and the torn rolls (see [`Scan::torn_rolls`]).
-fn chain_files(
-    dir: &Path,
-    manifest: Option<&Manifest>,
-    listed: Vec<(u64, PathBuf)>,
-) -> (Vec<(u64, PathBuf)>, Vec<Problem>, Vec<PathBuf>) {
-    let Some(m) = manifest else {
-        return (listed, Vec::new(), Vec::new());
-    };
-    let chain = m.chain();
-    let mut problems = Vec::new();
-    for &first in &chain {
-        if !listed.iter().any(|(p, _)| *p == first) {
-            problems.push(Problem {
-                kind: ProblemKind::MissingSegment,
-                segment: segment_path(dir, first),
-                offset: 0,
-                detail: format!("the manifest lists the segment starting at position {first}, and its file is gone"),
-            });
-        }
-    }
-    let (mut files, mut torn) = (Vec::new(), Vec::new());
-    for (first, path) in listed {
-        if chain.contains(&first) {
-            files.push((first, path));
-            continue;
-        }
-        let len = fs::metadata(&path).map_or(u64::MAX, |m| m.len());
-        if first > m.active_first && len <= SEGMENT_HEADER_LEN as u64 {
-            torn.push(path);
-        } else {
-            problems.push(Problem {
-                kind: ProblemKind::StraySegment,
-                segment: path,
-                offset: 0,
-                detail: format!("a {len}-byte segment file the manifest does not list"),
-            });
-        }
-    }
-    (files, problems, torn)
-}
-
-/// Sealed segments whose file differs from the manifest (length, positions).
-fn sealed_problems(m: &Manifest, segments: &[SegmentInfo]) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for s in &m.sealed {
-        let Some(info) = segments.iter().find(|i| i.first_position == s.first) else {
-            continue;
-        };
-        if info.file_len != s.len {
-            problems.push(Problem {
-                kind: ProblemKind::LengthMismatch,
-                segment: info.path.clone(),
-                offset: info.file_len.min(s.len),
-                detail: format!("sealed with {} bytes, now {} bytes", s.len, info.file_len),
-            });
-        } else if info.valid_len == s.len && info.records != s.end - s.first {
-            problems.push(Problem {
-                kind: ProblemKind::LengthMismatch,
-                segment: info.path.clone(),
-                offset: 0,
-                detail: format!(
-                    "sealed with positions {}..{}, holds {} records",
-                    s.first, s.end, info.records
-                ),
-            });
-        }
-    }
-    problems
-}
-
 /// A record with its segment number and byte offset, as a scan hands it over.
 pub type Located = (Record, u32, u64);
 
@@ -277,12 +205,12 @@ pub fn scan(
         Err(e) => return Err(e),
     };
     let (files, chain_problems, torn_rolls) =
-        chain_files(dir, manifest.as_ref(), list_segments(dir)?);
+        crate::manifest::chain_files(dir, manifest.as_ref(), list_segments(dir)?);
     problems.extend(chain_problems);
     let listed_in_manifest = manifest.is_some();
     let (segments, head, status) = scan_files(files, listed_in_manifest, on_batch)?;
     if let Some(m) = &manifest {
-        problems.extend(sealed_problems(m, &segments));
+        problems.extend(crate::manifest::sealed_problems(m, &segments));
     }
     Ok(Scan {
         segments,

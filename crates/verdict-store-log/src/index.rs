@@ -49,6 +49,35 @@ impl Index {
         position
     }
 
+    /// Takes back the newest entries, `(stream, event id)` from the newest down to
+    /// `first` (those of a group whose write failed), so the next group reuses their
+    /// positions and their ids are free again.
+    pub fn pop_since<'a>(
+        &mut self,
+        first: u64,
+        newest_first: impl Iterator<Item = (&'a str, Uuid)>,
+    ) {
+        let mut position = self.locs.len() as u64;
+        for (stream, id) in newest_first {
+            if position < first {
+                break;
+            }
+            if let Some(v) = self.streams.get_mut(stream) {
+                if v.last() == Some(&position) {
+                    v.pop();
+                    if v.is_empty() {
+                        self.streams.remove(stream);
+                    }
+                }
+            }
+            if self.ids.get(&id) == Some(&position) {
+                self.ids.remove(&id);
+            }
+            position -= 1;
+        }
+        self.locs.truncate(first.saturating_sub(1) as usize);
+    }
+
     /// The number of events of `stream` at or below `head`.
     pub fn version_at(&self, stream: &str, head: u64) -> u64 {
         self.streams

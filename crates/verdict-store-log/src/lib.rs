@@ -11,7 +11,9 @@
 //! * On open, a torn tail is truncated and damage before the tail is refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
 //!   damage off after a backup.
-//! * A write or fsync error poisons the writer: the group fails, later appends fail fast.
+//! * A write or fsync error poisons the writer: the group fails, later appends fail fast
+//!   ([`EventStore::health`] says why) until a probe has cut the active segment back to its
+//!   last acknowledged group and written and synced it again; then appends go on, no reopen.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,8 +25,11 @@
 //! ```
 
 pub mod format;
+mod health;
 pub mod index;
+pub mod manifest;
 pub mod recovery;
+mod repair;
 pub mod storage;
 mod tail;
 mod writer;
@@ -33,7 +38,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,7 +47,8 @@ use verdict_store::{
     StoreError, Subscription,
 };
 
-pub use recovery::{check, CheckReport, RepairOutcome, SegmentInfo, Status};
+pub use recovery::{check, CheckReport, Problem, ProblemKind, SegmentInfo, Status};
+pub use repair::{RepairAction, RepairOutcome};
 pub use storage::{FaultyStorage, StdStorage, Storage};
 
 use index::Index;
@@ -69,6 +75,13 @@ pub enum LogError {
         /// Byte offset of the damaged record.
         offset: u64,
         /// What is wrong.
+        reason: String,
+    },
+    /// `repair` cannot fix the log without guessing (which files belong to it, or events it
+    /// would have to invent); nothing was changed by the step that refused.
+    #[error("repair refused: {reason}")]
+    Unrepairable {
+        /// Why, and what to do.
         reason: String,
     },
     /// Another process (or store) has the directory open.
@@ -171,8 +184,10 @@ pub(crate) struct Shared {
     /// Appends answered by those groups.
     group_appends: AtomicU64,
     head_rx: watch::Receiver<u64>,
-    /// Set once, by the writer, when an I/O error stopped it.
-    poison: OnceLock<String>,
+    /// Set while an I/O error stops the writer (the append path's one check).
+    poisoned: AtomicBool,
+    /// Why, and when it may probe again (see `writer`).
+    health: Mutex<health::Health>,
     /// The writer thread has a group in hand (from receiving it to answering it).
     writer_busy: AtomicBool,
     /// Appends in the last committed group; above one, the log is under load and appends
@@ -210,6 +225,8 @@ impl Segment {
 pub struct LogStore {
     shared: Arc<Shared>,
     core: Arc<Mutex<Core>>,
+    /// See `manifest::Manifest::identity`; fixed while open.
+    identity: String,
     /// `LogOptions::inline_commit`.
     inline: bool,
     /// `LogOptions::inline_max_sync`.
@@ -238,7 +255,12 @@ pub fn check_dir(dir: &Path) -> Result<CheckReport, LogError> {
 /// Repairs the log in `dir` (see [`recovery::repair`]), taking the directory lock.
 pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError> {
     let _lock = DirLock::acquire(dir)?;
-    recovery::repair(dir, backup_stamp)
+    repair::repair(dir, backup_stamp)
+}
+
+fn store_manifest(m: &manifest::Manifest, dir: &Path) -> Result<(), LogError> {
+    m.store(dir)
+        .map_err(|e| LogError::io(format!("writing the manifest in {}", dir.display()), e))
 }
 
 impl LogStore {
@@ -279,16 +301,52 @@ impl LogStore {
             Ok(())
         };
         let scan = recovery::scan(&dir, &mut versions_ok)?;
+        if let Some(p) = scan.problems.first() {
+            return Err(LogError::Corrupt {
+                segment: p.segment.clone(),
+                offset: p.offset,
+                reason: format!("{}: {}", p.kind, p.detail),
+            });
+        }
+        for p in &scan.torn_rolls {
+            // A roll that crashed before the manifest named its segment: nothing in it.
+            tracing::warn!(segment = %p.display(), "removing a segment file of an unfinished segment roll");
+            std::fs::remove_file(p)
+                .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
+        }
+        if !scan.torn_rolls.is_empty() {
+            recovery::sync_dir(&dir)?;
+        }
         let mut segments = scan.segments;
+        let mut new_generation = false;
         match &scan.status {
             Status::Clean => {}
             Status::TornTail {
                 segment,
                 truncate_at,
+                discarded,
                 remove,
-                ..
+                provable,
             } => {
                 recovery::truncate_torn_tail(&dir, &scan.status)?;
+                tracing::warn!(
+                    segment = %segment.display(),
+                    offset = truncate_at,
+                    bytes = discarded,
+                    head = scan.head,
+                    "cut a torn tail: a write group whose fdatasync never returned"
+                );
+                if !provable {
+                    // A checksum mismatch in a complete-looking record: it may have been
+                    // acknowledged (bit rot in the last group), so read models built on it
+                    // must not be trusted.
+                    tracing::error!(
+                        segment = %segment.display(),
+                        offset = truncate_at,
+                        "the cut tail does not look like an unfinished write; the log gets a new identity generation"
+                    );
+                    new_generation = true;
+                }
                 if !remove {
                     let last = segments
                         .last_mut()
@@ -302,15 +360,17 @@ impl LogStore {
                 segment,
                 offset,
                 reason,
+                kind,
                 ..
             } => {
                 return Err(LogError::Corrupt {
                     segment: segment.clone(),
                     offset: *offset,
-                    reason: reason.clone(),
+                    reason: format!("{kind}: {reason}"),
                 });
             }
         }
+        let firsts: Vec<u64> = segments.iter().map(|s| s.first_position).collect();
         let storage = Arc::clone(&options.storage);
         let mut files = Vec::with_capacity(segments.len() + 1);
         for s in &segments {
@@ -350,6 +410,37 @@ impl LogStore {
             }
         };
         let active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
+        let active_path = files.last().expect("an active segment").path.clone();
+        let manifest = match scan.manifest {
+            Some(mut m) => {
+                if new_generation {
+                    m.generation += 1;
+                    store_manifest(&m, &dir)?;
+                }
+                m
+            }
+            None => {
+                // A new log, or one written before manifests: its chain is what is there
+                // now (the active segment was just created or scanned).
+                let active_first = *firsts.last().unwrap_or(&next_position);
+                let mut m = manifest::Manifest::new(active_first);
+                m.sealed = segments
+                    .iter()
+                    .zip(firsts.iter().skip(1))
+                    .map(|(s, &end)| manifest::SealedSegment {
+                        first: s.first_position,
+                        end,
+                        len: s.file_len,
+                    })
+                    .collect();
+                if !firsts.is_empty() {
+                    tracing::info!(dir = %dir.display(), identity = %m.identity(), "gave a log written before manifests its manifest and identity");
+                }
+                store_manifest(&m, &dir)?;
+                m
+            }
+        };
+        let identity = manifest.identity();
         let (head_tx, head_rx) = watch::channel(scan.head);
         let (stopped_tx, stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -359,7 +450,8 @@ impl LogStore {
             groups: AtomicU64::new(0),
             group_appends: AtomicU64::new(0),
             head_rx,
-            poison: OnceLock::new(),
+            poisoned: AtomicBool::new(false),
+            health: Mutex::new(health::Health::default()),
             writer_busy: AtomicBool::new(false),
             last_group: AtomicUsize::new(0),
             tail: RwLock::new(tail::Tail::default()),
@@ -378,21 +470,28 @@ impl LogStore {
         };
         let inline = options.inline_commit;
         let inline_max_sync = options.inline_max_sync;
-        let core = Arc::new(Mutex::new(Core {
-            options,
-            storage,
-            dir: dir.clone(),
-            active: Some(active),
-            active_no,
-            active_len,
-            next_position,
-            head_tx: Some(head_tx),
-            lock: Some(lock),
-            spinner,
-            buf: Vec::with_capacity(1 << 20),
-            fresh: Vec::new(),
-            zeroed_to: 0,
-        }));
+        let core = Arc::new_cyclic(|me| {
+            Mutex::new(Core {
+                options,
+                storage,
+                dir: dir.clone(),
+                active: Some(active),
+                active_path,
+                closed: false,
+                me: me.clone(),
+                shared: Arc::downgrade(&shared),
+                active_no,
+                active_len,
+                next_position,
+                head_tx: Some(head_tx),
+                lock: Some(lock),
+                spinner,
+                buf: Vec::with_capacity(1 << 20),
+                fresh: Vec::new(),
+                zeroed_to: 0,
+                manifest,
+            })
+        });
         let writer = Writer {
             shared: Arc::clone(&shared),
             core: Arc::clone(&core),
@@ -405,6 +504,7 @@ impl LogStore {
         Ok(Self {
             shared,
             core,
+            identity,
             inline,
             inline_max_sync,
             tx,
@@ -436,9 +536,10 @@ impl LogStore {
         )
     }
 
-    /// Why the writer stopped, if an I/O error stopped it.
-    pub fn poisoned(&self) -> Option<&str> {
-        self.shared.poison.get().map(String::as_str)
+    /// Why the writer is stopped, while an I/O error stops it (it recovers by itself once
+    /// the disk works again; see [`EventStore::health`]).
+    pub fn poisoned(&self) -> Option<String> {
+        health::poison_reason(&self.shared)
     }
 
     /// Reads up to `max` events from `from_position` on the calling thread (no runtime
@@ -495,8 +596,8 @@ impl LogStore {
     }
 
     fn unavailable(&self) -> StoreError {
-        match self.shared.poison.get() {
-            Some(reason) => StoreError::Unavailable(writer::poisoned_message(reason)),
+        match health::poison_reason(&self.shared) {
+            Some(reason) => StoreError::Unavailable(health::poisoned_message(&reason)),
             None => StoreError::Unavailable("the log store is closed".into()),
         }
     }
@@ -629,7 +730,7 @@ fn read_locs(
     Ok(out)
 }
 
-fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreError> {
+pub(crate) fn read_one(file: &File, seg: u32, offset: u64) -> Result<format::Record, StoreError> {
     let mut head = pread(file, offset, 4096)?;
     let len = format::frame_len(&head)
         .map_err(|e| corrupt(format!("segment {seg} offset {offset}: {e}")))?;
@@ -727,8 +828,9 @@ impl EventStore for LogStore {
                 )));
             }
         }
-        if let Some(reason) = self.shared.poison.get() {
-            return Err(StoreError::Unavailable(writer::poisoned_message(reason)));
+        // While poisoned, refuse at once unless a probe is due (then `commit` probes).
+        if self.shared.poisoned.load(Ordering::Acquire) && !health::probe_due(&self.shared) {
+            return Err(self.unavailable());
         }
         let events = match self.try_inline(stream, expected, events) {
             Ok(committed) => return committed,
@@ -812,6 +914,17 @@ impl EventStore for LogStore {
                 Box::pin(async move { read_all_async(&shared, from, max, CACHED_PAGE).await })
             },
         ))
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.identity.clone())
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match health::poison_reason(&self.shared) {
+            Some(reason) => Err(health::poisoned_message(&reason)),
+            None => Ok(()),
+        }
     }
 
     async fn close(&self) -> Result<(), StoreError> {

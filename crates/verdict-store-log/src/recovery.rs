@@ -1,6 +1,7 @@
-//! Reading a log directory back: listing segments, validating every record, and telling a
-//! torn tail (truncate it) from damage before the tail (refuse to open); plus the
-//! `check` report and the `repair` operation behind `verdict store check|repair`.
+//! Reading a log directory back: listing segments, matching them against the manifest's
+//! chain (missing and stray files), validating every record, and telling a torn tail
+//! (truncate it) from damage before the tail (refuse to open); plus the `check` report
+//! behind `verdict store check` (`repair` is in `repair`).
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::format::{self, Record, FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::manifest::Manifest;
 use crate::LogError;
 
 /// Suffix of segment files; the stem is the first position, 20 digits.
@@ -54,6 +56,11 @@ pub enum Status {
         discarded: u64,
         /// The segment holds nothing valid, not even its header: delete it.
         remove: bool,
+        /// The cut bytes look like a write that never completed (the file ends inside a
+        /// record or batch, or the damaged record reads as unwritten zero sectors); if not
+        /// (a checksum mismatch in a complete-looking record), acknowledged data may be
+        /// among them and opening gives the log a new identity generation.
+        provable: bool,
     },
     /// A record is damaged and valid data follows it: acknowledged events may be lost.
     /// Opening refuses; `repair` truncates at `truncate_at` after a backup.
@@ -66,7 +73,72 @@ pub enum Status {
         truncate_at: u64,
         /// What is wrong.
         reason: String,
+        /// Its class.
+        kind: ProblemKind,
     },
+}
+
+/// The class of a problem `check` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The manifest does not verify: which files belong to the log is unknown.
+    ManifestDamaged,
+    /// A segment the manifest lists is not there.
+    MissingSegment,
+    /// A segment file the manifest does not list.
+    StraySegment,
+    /// A sealed segment's length or positions differ from the manifest's.
+    LengthMismatch,
+    /// A segment header is damaged, but the records after it verify: `repair` rewrites it.
+    DamagedHeader,
+    /// A segment header that is damaged with nothing valid after it, or names another
+    /// position than the file name and the chain.
+    WrongHeader,
+    /// A record is damaged with valid data after it, or a segment but the last ends early.
+    DamagedRecord,
+    /// Records verify but break continuity: a position, stream version or duplicate id.
+    Continuity,
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ManifestDamaged => "damaged manifest",
+            Self::MissingSegment => "missing segment",
+            Self::StraySegment => "stray segment",
+            Self::LengthMismatch => "segment differs from the manifest",
+            Self::DamagedHeader => "damaged segment header",
+            Self::WrongHeader => "wrong segment header",
+            Self::DamagedRecord => "damaged record",
+            Self::Continuity => "continuity violation",
+        })
+    }
+}
+
+/// One problem `check` found: where, what class, details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Its class.
+    pub kind: ProblemKind,
+    /// The file (segment or manifest).
+    pub segment: PathBuf,
+    /// Byte offset in it.
+    pub offset: u64,
+    /// What is wrong.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {} at offset {}: {}",
+            self.kind,
+            self.segment.display(),
+            self.offset,
+            self.detail
+        )
+    }
 }
 
 /// One segment as scanned.
@@ -93,19 +165,71 @@ pub struct Scan {
     pub head: u64,
     /// How the log ends.
     pub status: Status,
+    /// Problems with the set of files (missing, stray, differing from the manifest), besides
+    /// what the record scan found (`status`).
+    pub problems: Vec<Problem>,
+    /// The manifest, if the log has one that verifies.
+    pub manifest: Option<Manifest>,
+    /// Header-only segment files after the active one that the manifest does not list: a
+    /// segment roll that crashed before its manifest update; nothing was ever written to
+    /// them. Opening removes them.
+    pub torn_rolls: Vec<PathBuf>,
 }
 
 /// A record with its segment number and byte offset, as a scan hands it over.
 pub type Located = (Record, u32, u64);
 
-/// Scans every segment of `dir` in order, calling `on_batch` with each complete batch
-/// (records with their segment number and offset). `on_batch` may reject a batch (e.g. a
-/// version gap); that counts as corruption at the batch. Stops at the first damage.
+/// Scans every segment of `dir` in order (those of the manifest's chain, if it has one),
+/// calling `on_batch` with each complete batch (records with their segment number and
+/// offset). `on_batch` may reject a batch (e.g. a version gap); that counts as corruption
+/// at the batch. Stops at the first damage. Missing and stray files are reported in
+/// [`Scan::problems`]; a log without a manifest (new, or written before manifests) is
+/// scanned file by file as listed.
 pub fn scan(
     dir: &Path,
     on_batch: &mut dyn FnMut(&[Located]) -> Result<(), String>,
 ) -> Result<Scan, LogError> {
-    let listed = list_segments(dir)?;
+    let (manifest, mut problems) = match Manifest::load(dir) {
+        Ok(m) => (m, Vec::new()),
+        Err(LogError::Corrupt {
+            segment, reason, ..
+        }) => (
+            None,
+            vec![Problem {
+                kind: ProblemKind::ManifestDamaged,
+                segment,
+                offset: 0,
+                detail: reason,
+            }],
+        ),
+        Err(e) => return Err(e),
+    };
+    let (files, chain_problems, torn_rolls) =
+        crate::manifest::chain_files(dir, manifest.as_ref(), list_segments(dir)?);
+    problems.extend(chain_problems);
+    let listed_in_manifest = manifest.is_some();
+    let (segments, head, status) = scan_files(files, listed_in_manifest, on_batch)?;
+    if let Some(m) = &manifest {
+        problems.extend(crate::manifest::sealed_problems(m, &segments));
+    }
+    Ok(Scan {
+        segments,
+        head,
+        status,
+        problems,
+        manifest,
+        torn_rolls,
+    })
+}
+
+/// The record scan over `listed` segment files (see [`scan`]); `in_manifest`: the files are
+/// the manifest's chain (so a last file with a bad header is not a torn creation: the
+/// manifest names a segment only after its header was fsynced).
+fn scan_files(
+    listed: Vec<(u64, PathBuf)>,
+    in_manifest: bool,
+    on_batch: &mut dyn FnMut(&[Located]) -> Result<(), String>,
+) -> Result<(Vec<SegmentInfo>, u64, Status), LogError> {
     let mut segments = Vec::new();
     let mut next = 1u64; // the position the next record must have
     let count = listed.len();
@@ -115,11 +239,12 @@ pub fn scan(
             fs::read(&path).map_err(|e| LogError::io(format!("reading {}", path.display()), e))?,
         );
         let file_len = data.len() as u64;
-        let corrupt = |offset: u64, truncate_at: u64, reason: String| Status::Corrupt {
+        let corrupt = |offset: u64, truncate_at: u64, reason: String, kind| Status::Corrupt {
             segment: path.clone(),
             offset,
             truncate_at,
             reason,
+            kind,
         };
         let seg_no = u32::try_from(segments.len()).expect("fewer than 2^32 segments");
         match format::decode_segment_header(&data) {
@@ -128,37 +253,53 @@ pub fn scan(
                 let status = corrupt(
                     0,
                     0,
-                    format!("segment header says first position {first}, expected {next}"),
+                    format!(
+                        "segment header says first position {first}, the file name {name_pos}, the chain {next}"
+                    ),
+                    ProblemKind::WrongHeader,
                 );
-                return Ok(Scan {
-                    segments,
-                    head: next - 1,
-                    status,
-                });
+                return Ok((segments, next - 1, status));
             }
             // A segment is created and its header fsynced before any record goes in: a last
             // segment with nothing but a short or damaged header is a torn creation holding
             // nothing acknowledged. (A bad header with records after it is corruption.)
-            Err(_) if last && name_pos == next && file_len <= SEGMENT_HEADER_LEN as u64 => {
+            Err(_)
+                if last
+                    && !in_manifest
+                    && name_pos == next
+                    && file_len <= SEGMENT_HEADER_LEN as u64 =>
+            {
                 let status = Status::TornTail {
                     segment: path,
                     truncate_at: 0,
                     discarded: file_len,
                     remove: true,
+                    provable: true,
                 };
-                return Ok(Scan {
-                    segments,
-                    head: next - 1,
-                    status,
-                });
+                return Ok((segments, next - 1, status));
             }
             Err(e) => {
-                let status = corrupt(0, 0, format!("bad segment header: {e}"));
-                return Ok(Scan {
-                    segments,
-                    head: next - 1,
-                    status,
-                });
+                // Records that verify after it, at the positions the name announces: only
+                // the header is damaged, and it can be rewritten.
+                let records_verify = name_pos == next
+                    && format::decode_record_at(&data, SEGMENT_HEADER_LEN)
+                        .is_ok_and(|(r, _)| r.position == next);
+                let status = if records_verify {
+                    corrupt(
+                        0,
+                        0,
+                        format!("bad segment header ({e}); the records after it verify, `repair` rewrites it"),
+                        ProblemKind::DamagedHeader,
+                    )
+                } else {
+                    corrupt(
+                        0,
+                        0,
+                        format!("bad segment header: {e}"),
+                        ProblemKind::WrongHeader,
+                    )
+                };
+                return Ok((segments, next - 1, status));
             }
         }
         let mut off = SEGMENT_HEADER_LEN;
@@ -191,13 +332,14 @@ pub fn scan(
                     off += len;
                     if end {
                         if let Err(reason) = on_batch(&batch) {
-                            let status = corrupt(batch_start as u64, batch_start as u64, reason);
+                            let status = corrupt(
+                                batch_start as u64,
+                                batch_start as u64,
+                                reason,
+                                ProblemKind::Continuity,
+                            );
                             segments.push(info(&path, name_pos, records, batch_start, file_len));
-                            return Ok(Scan {
-                                segments,
-                                head: next - 1,
-                                status,
-                            });
+                            return Ok((segments, next - 1, status));
                         }
                         next += batch.len() as u64;
                         records += batch.len() as u64;
@@ -222,24 +364,27 @@ pub fn scan(
         {
             continue;
         }
-        let torn = |discarded| Status::TornTail {
+        let torn = |discarded, provable| Status::TornTail {
             segment: path.clone(),
             truncate_at: batch_start as u64,
             discarded,
             remove: false,
+            provable,
         };
         let status = match damage {
             None if batch.is_empty() => continue,
-            None if last => torn(file_len - batch_start as u64),
+            None if last => torn(file_len - batch_start as u64, true),
             None => corrupt(
                 batch_start as u64,
                 batch_start as u64,
                 "segment ends inside a batch, and later segments exist".into(),
+                ProblemKind::DamagedRecord,
             ),
             Some((at, reason)) if !last => corrupt(
                 at as u64,
                 batch_start as u64,
                 format!("{reason}, and later segments exist"),
+                ProblemKind::DamagedRecord,
             ),
             Some((at, reason)) => match valid_records_after(&data, at, next - 1) {
                 // Only the last write group can be torn: the writer starts a group only after the
@@ -250,26 +395,19 @@ pub fn scan(
                         .iter()
                         .all(|&g| g == group || g == next + batch.len() as u64) =>
                 {
-                    torn(file_len - batch_start as u64)
+                    torn(file_len - batch_start as u64, looks_unwritten(&data, at))
                 }
                 groups => corrupt(
                     at as u64,
                     batch_start as u64,
                     format!("{reason}; {} valid record(s) follow it", groups.len()),
+                    ProblemKind::DamagedRecord,
                 ),
             },
         };
-        return Ok(Scan {
-            segments,
-            head: next - 1,
-            status,
-        });
+        return Ok((segments, next - 1, status));
     }
-    Ok(Scan {
-        segments,
-        head: next - 1,
-        status: Status::Clean,
-    })
+    Ok((segments, next - 1, Status::Clean))
 }
 
 fn info(
@@ -286,6 +424,30 @@ fn info(
         valid_len: valid_len as u64,
         file_len,
     }
+}
+
+/// Whether the damage at `at` looks like bytes that were never written: the file ends inside
+/// the record, or the record (as far as its length field reaches, else 4 KiB) holds a
+/// 512-byte-aligned block of zeros (a sector the crash did not let reach the disk; the
+/// active segment is preallocated with zeros). A checksum mismatch with no such block is more
+/// likely damage to written, possibly acknowledged, bytes.
+fn looks_unwritten(data: &[u8], at: usize) -> bool {
+    let end = match format::frame_len(&data[at..]) {
+        Err(format::DecodeError::Truncated) => return true,
+        Ok(len) if at + len > data.len() => return true,
+        Ok(len) => at + len,
+        Err(_) => (at + 4096).min(data.len()),
+    };
+    let mut block = at.next_multiple_of(512);
+    while block + 512 <= end {
+        if data[block..block + 512].iter().all(|&b| b == 0) {
+            return true;
+        }
+        block += 512;
+    }
+    // Shorter than a sector: zeros from the damage to the end of its sector, or to the end.
+    let sector_end = (at + 1).next_multiple_of(512).min(data.len());
+    data[at..sector_end].iter().all(|&b| b == 0)
 }
 
 /// The groups of the valid records found anywhere after the damage at `at` (byte by byte,
@@ -331,7 +493,7 @@ pub fn truncate_torn_tail(dir: &Path, status: &Status) -> Result<(), LogError> {
     Ok(())
 }
 
-fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
     let f = OpenOptions::new()
         .write(true)
         .open(path)
@@ -360,6 +522,19 @@ pub struct CheckReport {
     pub streams: u64,
     /// How the log ends.
     pub status: Status,
+    /// Every problem found: with the set of files, then the scan's (a corrupt status).
+    pub problems: Vec<Problem>,
+    /// The log's identity, if it has a manifest.
+    pub identity: Option<String>,
+    /// Header-only segment files of a crashed roll, which opening removes.
+    pub torn_rolls: Vec<PathBuf>,
+}
+
+impl CheckReport {
+    /// Whether the log opens without refusing (a torn tail it truncates is fine).
+    pub fn opens(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 /// Validates every record of the log in `dir` without changing anything.
@@ -369,11 +544,30 @@ pub fn check(dir: &Path) -> Result<CheckReport, LogError> {
     let scan = scan(dir, &mut |batch| {
         validate_batch(batch, &mut streams, &mut ids)
     })?;
+    let mut problems = scan.problems;
+    if let Status::Corrupt {
+        segment,
+        offset,
+        reason,
+        kind,
+        ..
+    } = &scan.status
+    {
+        problems.push(Problem {
+            kind: *kind,
+            segment: segment.clone(),
+            offset: *offset,
+            detail: reason.clone(),
+        });
+    }
     Ok(CheckReport {
         segments: scan.segments,
         head: scan.head,
         streams: streams.len() as u64,
         status: scan.status,
+        problems,
+        identity: scan.manifest.as_ref().map(Manifest::identity),
+        torn_rolls: scan.torn_rolls,
     })
 }
 
@@ -403,95 +597,4 @@ pub fn validate_batch(
         }
     }
     Ok(())
-}
-
-/// What `repair` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RepairOutcome {
-    /// Nothing to do.
-    Clean,
-    /// A torn tail was truncated (as opening would have).
-    TruncatedTornTail {
-        /// The segment.
-        segment: PathBuf,
-        /// Its new length.
-        len: u64,
-    },
-    /// Damage was cut off: the damaged segment truncated at the last complete batch before
-    /// the damage, later segments removed; the originals copied to `backup` first.
-    TruncatedCorruption {
-        /// The damaged segment.
-        segment: PathBuf,
-        /// Its new length.
-        len: u64,
-        /// Later segments removed.
-        removed: Vec<PathBuf>,
-        /// Where the originals are.
-        backup: PathBuf,
-        /// The new head position.
-        head: u64,
-    },
-}
-
-/// Makes the log in `dir` openable again, losing the events at and after the first damage;
-/// copies every file it changes into a `repair-backup-*` directory first. The caller must hold
-/// the directory lock (see [`crate::DirLock`]).
-pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError> {
-    let report = check(dir)?;
-    match &report.status {
-        Status::Clean => Ok(RepairOutcome::Clean),
-        status @ Status::TornTail {
-            segment,
-            truncate_at,
-            ..
-        } => {
-            truncate_torn_tail(dir, status)?;
-            Ok(RepairOutcome::TruncatedTornTail {
-                segment: segment.clone(),
-                len: *truncate_at,
-            })
-        }
-        Status::Corrupt {
-            segment,
-            truncate_at,
-            ..
-        } => {
-            let backup = dir.join(format!("repair-backup-{backup_stamp}"));
-            fs::create_dir(&backup)
-                .map_err(|e| LogError::io(format!("creating {}", backup.display()), e))?;
-            let later: Vec<PathBuf> = list_segments(dir)?
-                .into_iter()
-                .map(|(_, p)| p)
-                .filter(|p| p > segment)
-                .collect();
-            for p in std::iter::once(segment).chain(&later) {
-                let to = backup.join(p.file_name().expect("segment file name"));
-                fs::copy(p, &to)
-                    .map_err(|e| LogError::io(format!("backing up {}", p.display()), e))?;
-                File::open(&to)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| LogError::io(format!("syncing {}", to.display()), e))?;
-            }
-            sync_dir(&backup)?;
-            sync_dir(dir)?;
-            if *truncate_at < SEGMENT_HEADER_LEN as u64 {
-                fs::remove_file(segment)
-                    .map_err(|e| LogError::io(format!("removing {}", segment.display()), e))?;
-            } else {
-                truncate(segment, *truncate_at)?;
-            }
-            for p in &later {
-                fs::remove_file(p)
-                    .map_err(|e| LogError::io(format!("removing {}", p.display()), e))?;
-            }
-            sync_dir(dir)?;
-            Ok(RepairOutcome::TruncatedCorruption {
-                segment: segment.clone(),
-                len: *truncate_at,
-                removed: later,
-                backup,
-                head: report.head,
-            })
-        }
-    }
 }

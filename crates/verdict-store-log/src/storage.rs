@@ -1,5 +1,6 @@
 //! The file layer under the writer: a trait, the real implementation, and a fault-injecting
-//! one for tests (failed write, short write, ENOSPC, failed fsync).
+//! one for tests (failed write, short write, ENOSPC, failed fsync, a disk that stays broken
+//! until healed).
 //!
 //! Only the write path goes through it: that is where durability is decided. Reads and
 //! recovery use `std::fs` directly.
@@ -146,6 +147,27 @@ struct Plan {
     write_fault: Option<(u64, Fault)>,
     sync_fault: Option<(u64, Fault)>,
     full: bool,
+    /// Every write (and preallocation) fails with this error until healed.
+    broken_writes: Option<i32>,
+    /// Every fsync (of a file or a directory) fails with this error until healed.
+    broken_syncs: Option<i32>,
+    /// Errors injected so far.
+    injected: u64,
+}
+
+impl Plan {
+    /// The error a write or preallocation gets now, if the disk is full or broken.
+    fn write_error(&mut self) -> Option<io::Error> {
+        if self.full {
+            return Some(self.inject(ENOSPC));
+        }
+        self.broken_writes.map(|code| self.inject(code))
+    }
+
+    fn inject(&mut self, code: i32) -> io::Error {
+        self.injected += 1;
+        io::Error::from_raw_os_error(code)
+    }
 }
 
 /// [`StdStorage`] with faults injected at chosen calls, shared by clones (so a test keeps a
@@ -177,6 +199,28 @@ impl FaultyStorage {
         p.sync_fault = Some((p.syncs + n, fault));
     }
 
+    /// From now on every write and preallocation fails with `code` (e.g. [`ENOSPC`]: a full
+    /// disk), until [`Self::heal`].
+    pub fn break_writes(&self, code: i32) {
+        self.plan().broken_writes = Some(code);
+    }
+
+    /// From now on every fsync (files and directories) fails with `code`, until
+    /// [`Self::heal`].
+    pub fn break_syncs(&self, code: i32) {
+        self.plan().broken_syncs = Some(code);
+    }
+
+    /// Clears every fault, pending or persistent (space freed, device back).
+    pub fn heal(&self) {
+        let mut p = self.plan();
+        p.full = false;
+        p.broken_writes = None;
+        p.broken_syncs = None;
+        p.write_fault = None;
+        p.sync_fault = None;
+    }
+
     /// Per file the writer created or opened: the length its last successful fsync made
     /// durable (0 before the first). What a power cut now would keep for sure; the bytes after
     /// it may be lost, torn or partly kept.
@@ -190,6 +234,12 @@ impl FaultyStorage {
     pub fn frozen<R>(&self, f: impl FnOnce(&HashMap<PathBuf, u64>) -> R) -> R {
         let p = self.plan();
         f(&p.durable)
+    }
+
+    /// Errors injected so far (each failed write, preallocation or fsync): lets a test wait
+    /// until the writer has probed a broken disk.
+    pub fn injected_failures(&self) -> u64 {
+        self.plan().injected
     }
 
     /// Writes and fsyncs so far.
@@ -225,12 +275,12 @@ impl LogFile for FaultyFile {
         let plan = Arc::clone(&self.plan);
         let mut p = plan.lock().unwrap_or_else(|e| e.into_inner());
         p.writes += 1;
-        if p.full {
-            return Err(io::Error::from_raw_os_error(ENOSPC));
+        if let Some(e) = p.write_error() {
+            return Err(e);
         }
         match p.write_fault {
             Some((at, fault)) if at == p.writes => match fault {
-                Fault::Error(code) => Err(io::Error::from_raw_os_error(code)),
+                Fault::Error(code) => Err(p.inject(code)),
                 Fault::Short(n) => {
                     p.full = true;
                     let n = n.min(buf.len());
@@ -251,9 +301,12 @@ impl LogFile for FaultyFile {
         {
             let mut p = self.plan.lock().unwrap_or_else(|e| e.into_inner());
             p.syncs += 1;
+            if let Some(code) = p.broken_syncs {
+                return Err(p.inject(code));
+            }
             if let Some((at, Fault::Error(code))) = p.sync_fault {
                 if at == p.syncs {
-                    return Err(io::Error::from_raw_os_error(code));
+                    return Err(p.inject(code));
                 }
             }
         }
@@ -268,9 +321,9 @@ impl LogFile for FaultyFile {
     fn preallocate(&mut self, len: u64) -> io::Result<bool> {
         // Under the plan's lock, like writes, so a `frozen` power cut sees a consistent file.
         let plan = Arc::clone(&self.plan);
-        let p = plan.lock().unwrap_or_else(|e| e.into_inner());
-        if p.full {
-            return Err(io::Error::from_raw_os_error(ENOSPC));
+        let mut p = plan.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = p.write_error() {
+            return Err(e);
         }
         while self.file_len < len {
             let n = (len - self.file_len).min(ZEROS.len() as u64) as usize;
@@ -320,6 +373,11 @@ impl Storage for FaultyStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut p = self.plan();
+        if let Some(code) = p.broken_syncs {
+            return Err(p.inject(code));
+        }
+        drop(p);
         File::open(dir)?.sync_all()
     }
 }

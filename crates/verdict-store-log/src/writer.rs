@@ -8,13 +8,23 @@
 //! fsync; under load the channel forms the groups. Whoever holds the mutex assigns
 //! positions, writes, syncs and publishes the head, so the order of groups on disk is the
 //! order of their positions either way.
+//!
+//! A failed `write` or `fdatasync` poisons the writer: the group's appends fail
+//! (`Unavailable`, unknown outcome), its index entries are taken back, and appends are
+//! refused until a probe (by a later append, or a helper thread, with backoff) has cut the
+//! active segment back to the end of the last acknowledged group and written and synced it
+//! again (see `Core::reopen_tail`).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::health::poisoned_message;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use verdict_store::{AppendResult, EventData, ExpectedVersion, RecordedEvent, StoreError};
+use verdict_store::{
+    same_content, AppendResult, EventData, ExpectedVersion, RecordedEvent, StoreError,
+};
 
 use crate::format::{self, RecordRef, FLAG_BATCH_END, SEGMENT_HEADER_LEN};
 use crate::index::{self, Index};
@@ -50,8 +60,16 @@ pub(crate) struct Core {
     pub options: LogOptions,
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
-    /// The active segment; `None` once closed.
+    /// The active segment; `None` once closed, or while poisoned (its handle may hold a
+    /// failed write's state).
     pub active: Option<Box<dyn LogFile>>,
+    /// Its path.
+    pub active_path: PathBuf,
+    /// Set by `close`.
+    pub closed: bool,
+    /// This core and the shared state, for the probe thread a failure starts.
+    pub me: Weak<Mutex<Core>>,
+    pub shared: Weak<Shared>,
     /// Segment number of `active`.
     pub active_no: u32,
     /// Bytes in `active` (all durable).
@@ -68,6 +86,8 @@ pub(crate) struct Core {
     pub buf: Vec<u8>,
     /// The group's events as readers will see them, for the tail cache once durable.
     pub fresh: Vec<RecordedEvent>,
+    /// The log's identity and segment chain, rewritten at each roll.
+    pub manifest: crate::manifest::Manifest,
     /// The active segment is zero-filled up to here (0 until the first append preallocates;
     /// `u64::MAX` if its file cannot).
     pub zeroed_to: u64,
@@ -183,28 +203,19 @@ impl Writer {
             // Idle before the replies go out: a writer that gets its answer and appends again
             // at once must find the log idle, not race this thread to it.
             self.shared.writer_busy.store(false, Ordering::SeqCst);
-            let failed = match committed {
+            // A failed group poisons the core; the thread goes on (later appends are
+            // refused fast until a probe recovers the writer, see `Core::commit`).
+            match committed {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
-                    None
                 }
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(e.to_store_error()));
                     }
-                    Some(e)
                 }
-            };
-            if let Some(e) = failed {
-                rx.close();
-                while let Some(req) = rx.blocking_recv() {
-                    if let Request::Append { reply, .. } = req {
-                        let _ = reply.send(Err(e.to_store_error()));
-                    }
-                }
-                break;
             }
         }
         // Closed (or every handle dropped): release the files and the directory lock under
@@ -218,24 +229,22 @@ impl Core {
     /// Decides, encodes, writes and syncs one group and returns each append's outcome, in
     /// order. On an I/O error nothing of the group is acknowledged and the writer is
     /// poisoned (after a failed fsync the kernel may have dropped the dirty pages, so
-    /// retrying could acknowledge data that is not on disk); later commits fail at once.
+    /// retrying could acknowledge data that is not on disk); later commits fail at once
+    /// until a probe has rewritten the tail (`reopen_tail`).
     pub fn commit(
         &mut self,
         shared: &Shared,
         appends: &[Append],
     ) -> Result<Vec<Result<AppendResult, StoreError>>, CommitError> {
-        if let Some(reason) = shared.poison.get() {
-            return Err(CommitError::Poisoned(reason.clone()));
-        }
-        if self.active.is_none() {
+        if self.closed {
             return Err(CommitError::Closed);
         }
-        // Poison before answering, so a caller that saw the error also sees the poison.
-        let poison =
-            |reason: String| CommitError::Poisoned(shared.poison.get_or_init(|| reason).clone());
+        if shared.poisoned.load(Ordering::Acquire) {
+            self.probe(shared)?;
+        }
         if self.active_len >= self.options.segment_size {
             if let Err(e) = self.roll(shared) {
-                return Err(poison(format!("creating a new segment: {e}")));
+                return Err(self.fail(shared, format!("creating a new segment: {e}")));
             }
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -246,22 +255,48 @@ impl Core {
         {
             let mut idx = shared.index.write().unwrap_or_else(|e| e.into_inner());
             for (stream, expected, events) in appends {
-                let outcome =
-                    self.decide(&mut idx, stream, *expected, events, group_first, &mut buf);
+                let outcome = self.decide(
+                    shared,
+                    &mut idx,
+                    stream,
+                    *expected,
+                    events,
+                    group_first,
+                    &mut buf,
+                );
                 outcomes.push(outcome);
             }
         }
         let result = if buf.is_empty() {
             Ok(outcomes)
         } else {
-            self.write_and_sync(shared, &buf)
-                .map(|()| {
+            match self.write_and_sync(shared, &buf) {
+                Ok(()) => {
                     shared
                         .group_appends
                         .fetch_add(appends.len() as u64, Ordering::Relaxed);
-                    outcomes
-                })
-                .map_err(poison)
+                    Ok(outcomes)
+                }
+                Err(reason) => {
+                    // Nothing of the group was acknowledged: take its index entries back,
+                    // so the next group reuses its positions and a retry is not taken for
+                    // a stored duplicate.
+                    shared
+                        .index
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_since(
+                            group_first,
+                            self.fresh
+                                .iter()
+                                .rev()
+                                .map(|e| (e.stream.as_str(), e.event_id)),
+                        );
+                    self.fresh.clear();
+                    self.next_position = group_first;
+                    Err(self.fail(shared, reason))
+                }
+            }
         };
         self.buf = buf;
         result
@@ -269,7 +304,10 @@ impl Core {
 
     /// Writes the encoded group and syncs it; on success publishes the new head.
     fn write_and_sync(&mut self, shared: &Shared, buf: &[u8]) -> Result<(), String> {
-        let active = self.active.as_mut().expect("checked by commit");
+        let active = self
+            .active
+            .as_mut()
+            .expect("present unless poisoned or closed");
         let end = self.active_len + buf.len() as u64;
         if end > self.zeroed_to {
             // Best effort: a failed extension leaves zeros or nothing past the data, both of
@@ -316,8 +354,10 @@ impl Core {
 
     /// Checks one append against the index (which already includes this group's earlier
     /// appends) and, if admitted, encodes it into `buf` and indexes it.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
+        shared: &Shared,
         idx: &mut Index,
         stream: &str,
         expected: ExpectedVersion,
@@ -326,7 +366,8 @@ impl Core {
         buf: &mut Vec<u8>,
     ) -> Result<AppendResult, StoreError> {
         if let Some(&first) = idx.ids.get(&events[0].event_id) {
-            // A retry if every id sits at consecutive positions of this stream.
+            // A retry if every id sits at consecutive positions of this stream, each with the
+            // same content.
             for (i, e) in events.iter().enumerate() {
                 let at = first + i as u64;
                 if idx.ids.get(&e.event_id) != Some(&at) || idx.version_of(stream, at).is_none() {
@@ -334,6 +375,15 @@ impl Core {
                     return Err(StoreError::DuplicateEventId {
                         event_id: e.event_id,
                         position,
+                    });
+                }
+            }
+            for (i, e) in events.iter().enumerate() {
+                let at = first + i as u64;
+                if !self.same_as_stored(shared, idx, at, group, e)? {
+                    return Err(StoreError::DuplicateEventId {
+                        event_id: e.event_id,
+                        position: at,
                     });
                 }
             }
@@ -403,6 +453,39 @@ impl Core {
         })
     }
 
+    /// Whether the event stored at `at` has `sent`'s type, schema version and payload. Only
+    /// on the retry path: the stored event comes from this group (`at >= group`), the tail
+    /// cache, or its segment.
+    fn same_as_stored(
+        &self,
+        shared: &Shared,
+        idx: &Index,
+        at: u64,
+        group: u64,
+        sent: &EventData,
+    ) -> Result<bool, StoreError> {
+        if at >= group {
+            return Ok(same_content(&self.fresh[(at - group) as usize], sent));
+        }
+        let cached = shared
+            .tail
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(at, at);
+        if let Some(stored) = cached.as_ref().and_then(|v| v.first()) {
+            return Ok(same_content(stored, sent));
+        }
+        let (seg, offset) = index::unpack(idx.locs[at as usize - 1]);
+        let files = shared.files.read().unwrap_or_else(|e| e.into_inner());
+        let file = files
+            .get(seg as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("no segment {seg}")))?;
+        let rec = crate::read_one(&file.file, seg, offset)?;
+        Ok(rec.event_type == sent.event_type
+            && rec.schema_version == sent.schema_version
+            && rec.payload == sent.payload)
+    }
+
     /// Starts a new segment named by the next position: create, write the header, fsync the
     /// file and the directory, and only then put records in it.
     fn roll(&mut self, shared: &Shared) -> std::io::Result<()> {
@@ -414,6 +497,19 @@ impl Core {
             }
         }
         let (file, read) = create_segment(&*self.storage, &self.dir, self.next_position)?;
+        // Seal the old segment in the manifest, naming the new one, once the new one's header
+        // is durable: a listed segment is never a torn creation, and an unlisted header-only
+        // file after the active one is a roll that did not finish (removed on open).
+        let mut manifest = self.manifest.clone();
+        manifest.sealed.push(crate::manifest::SealedSegment {
+            first: manifest.active_first,
+            end: self.next_position,
+            len: self.active_len,
+        });
+        manifest.active_first = self.next_position;
+        manifest.store(&self.dir)?;
+        self.manifest = manifest;
+        self.active_path = read.path.clone();
         let mut files = shared.files.write().unwrap_or_else(|e| e.into_inner());
         files.push(Arc::new(read));
         self.active_no = u32::try_from(files.len() - 1).expect("fewer than 2^32 segments");
@@ -434,6 +530,7 @@ impl Core {
             }
         }
         self.active = None;
+        self.closed = true;
         self.head_tx = None;
         self.lock = None;
     }
@@ -473,11 +570,6 @@ fn request_bytes(req: &Request) -> usize {
             .sum(),
         Request::Close => 0,
     }
-}
-
-/// The message every append gets once the writer is poisoned.
-pub(crate) fn poisoned_message(reason: &str) -> String {
-    format!("the log writer stopped after an I/O error ({reason}); nothing after the last acknowledged append is durable; reopen the store")
 }
 
 /// A helper thread that keeps a CPU busy while the writer waits in `fdatasync`.

@@ -347,3 +347,60 @@ async fn nothing_is_acknowledged_or_visible_before_its_fsync_and_waiting_appends
     gate.open_forever();
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_id_with_other_content_in_the_same_group_is_a_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = Arc::new(Gate::default());
+    gate.grant(1); // the first segment's header
+    let options = LogOptions {
+        storage: Arc::new(GatedStorage(Arc::clone(&gate))),
+        ..LogOptions::default()
+    };
+    let store = Arc::new(LogStore::open(tmp.path(), options).unwrap());
+    let (_, base_syncs, _) = gate.snapshot();
+    // One append holds the disk; three more queue behind it and form one group: an event,
+    // the same event again (a retry), and its id with another payload.
+    let blocker = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append("x", ExpectedVersion::Any, events("E", 1))
+                .await
+        })
+    };
+    gate.wait_started(base_syncs + 1);
+    let event = events("E", 1).remove(0);
+    let mut other = event.clone();
+    other.payload = bytes::Bytes::from_static(b"{\"other\":true}");
+    let queued: Vec<_> = [event.clone(), event.clone(), other]
+        .into_iter()
+        .map(|e| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.append("a", ExpectedVersion::Any, vec![e]).await })
+        })
+        .collect();
+    // Time for the free worker to queue all three (each only sends its request).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.open_forever();
+    blocker.await.unwrap().unwrap();
+    let mut stored_at = Vec::new();
+    let mut conflicts = Vec::new();
+    for t in queued {
+        match t.await.unwrap() {
+            Ok(r) => stored_at.push(r.first_position),
+            Err(verdict_store::StoreError::DuplicateEventId { position, .. }) => {
+                conflicts.push(position)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // Whichever content came first is stored once; the other is a conflict naming it.
+    assert_eq!(stored_at.len() + conflicts.len(), 3);
+    assert!(!stored_at.is_empty() && !conflicts.is_empty());
+    assert!(stored_at.iter().chain(&conflicts).all(|&p| p == 2));
+    assert_eq!(store.head().await.unwrap(), 2);
+    let (_, syncs, _) = gate.snapshot();
+    assert_eq!(syncs - base_syncs, 2, "the three shared one group");
+    store.close().await.unwrap();
+}

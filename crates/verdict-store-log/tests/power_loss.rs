@@ -69,6 +69,7 @@ async fn one_cut(seed: u64) -> bool {
     let faults = FaultyStorage::new();
     let options = LogOptions {
         storage: Arc::new(faults.clone()),
+        // Small enough that segments roll (and the manifest is rewritten) during the run.
         segment_size: 256 << 10,
         ..LogOptions::default()
     };
@@ -115,12 +116,18 @@ async fn one_cut(seed: u64) -> bool {
         std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .filter(|p| p.extension().is_some_and(|x| x == "log") || p.ends_with("MANIFEST"))
             .map(|p| {
-                let d = durable.get(&p).copied().unwrap_or(0);
+                let data = std::fs::read(&p).unwrap();
+                // The manifest is replaced by an fsynced rename: whole or not at all.
+                let d = match durable.get(&p) {
+                    Some(&d) => d,
+                    None if p.ends_with("MANIFEST") => data.len() as u64,
+                    None => 0,
+                };
                 (
                     p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(&p).unwrap(),
+                    data,
                     d,
                 )
             })

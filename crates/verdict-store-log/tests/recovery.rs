@@ -11,7 +11,7 @@ use verdict_store::conformance::events;
 use verdict_store::{EventStore, ExpectedVersion};
 use verdict_store_log::format::{self, RecordRef, FLAG_BATCH_END};
 use verdict_store_log::recovery::{self, segment_path, Status};
-use verdict_store_log::{LogError, LogOptions, LogStore, RepairOutcome};
+use verdict_store_log::{LogError, LogOptions, LogStore, RepairAction};
 
 /// Writes batches of these sizes (one group each: appended one after another) and returns
 /// the directory, its single segment, and the byte offset where each record starts.
@@ -210,19 +210,25 @@ async fn damage_in_an_earlier_segment_is_corruption_and_repair_cuts_it_off_after
     };
     let kept = report.head;
     assert!(kept >= first_pos - 1);
+    let identity_before = recovery::check(&dir).unwrap().identity.unwrap();
     let outcome = verdict_store_log::repair(&dir, "test").unwrap();
-    let RepairOutcome::TruncatedCorruption {
-        backup,
-        removed,
-        len: new_len,
-        head,
-        ..
-    } = outcome
-    else {
-        panic!("{outcome:?}")
-    };
-    assert_eq!((new_len, head), (truncate_at, kept));
-    assert_eq!(removed.len(), segments.len() - 2);
+    let backup = outcome.backup.clone().expect("a backup");
+    assert_eq!(outcome.head, kept);
+    // The damaged segment is cut at the damage, every later one moved to the backup.
+    assert!(
+        matches!(&outcome.actions[0], RepairAction::Truncated { segment, from, first_lost: Some(p), .. }
+            if *segment == second && *from == truncate_at && *p == kept + 1),
+        "{:?}",
+        outcome.actions
+    );
+    let removed = outcome
+        .actions
+        .iter()
+        .filter(|a| matches!(a, RepairAction::RemovedSegment { .. }))
+        .count();
+    assert_eq!(removed, segments.len() - 2);
+    // Events may have been removed: read models built before must not be trusted.
+    assert_ne!(outcome.identity.unwrap(), identity_before);
     // The backup holds the damaged segment and every later one, byte for byte.
     for (_, p) in &segments[1..] {
         assert!(backup.join(p.file_name().unwrap()).exists());
@@ -488,4 +494,58 @@ async fn zeros_after_the_last_batch_are_a_clean_end_but_zeros_ending_an_earlier_
         LogStore::open(&earlier, options),
         Err(LogError::Corrupt { .. })
     ));
+}
+
+async fn identity_of(dir: &Path) -> String {
+    let store = LogStore::open(dir, LogOptions::default()).unwrap();
+    let identity = store.identity().unwrap();
+    store.close().await.unwrap();
+    identity
+}
+
+#[tokio::test]
+async fn a_torn_last_group_is_cut_quietly_but_damage_to_a_complete_last_record_changes_the_identity(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    let (segment, offsets) = build(&original, &[1, 2, 3]).await;
+    let identity = identity_of(&original).await;
+    let file_len = fs::metadata(&segment).unwrap().len();
+
+    // Torn: the last group's end never reached the disk (cut inside its last record), or
+    // its sectors read as zeros. Nothing acknowledged is lost: same identity.
+    let torn = tmp.path().join("torn");
+    copy_dir(&original, &torn);
+    set_len(&segment_path(&torn, 1), file_len - 5);
+    assert!(matches!(
+        recovery::check(&torn).unwrap().status,
+        Status::TornTail { provable: true, .. }
+    ));
+    assert_eq!(head_of(&torn).await, 3);
+    assert_eq!(identity_of(&torn).await, identity);
+
+    let zeros = tmp.path().join("zeros");
+    copy_dir(&original, &zeros);
+    zero(&segment_path(&zeros, 1), offsets[4], file_len);
+    assert_eq!(head_of(&zeros).await, 3);
+    assert_eq!(identity_of(&zeros).await, identity);
+
+    // A flipped bit in a complete last record: it may have been acknowledged, so the cut
+    // gives the log a new identity generation (read models built on it are rebuilt).
+    let flipped = tmp.path().join("flipped");
+    copy_dir(&original, &flipped);
+    flip(&segment_path(&flipped, 1), offsets[5] + 40, 1);
+    assert!(matches!(
+        recovery::check(&flipped).unwrap().status,
+        Status::TornTail {
+            provable: false,
+            ..
+        }
+    ));
+    assert_eq!(head_of(&flipped).await, 3);
+    let after = identity_of(&flipped).await;
+    assert_ne!(after, identity);
+    let (id, generation) = after.rsplit_once('.').unwrap();
+    assert!(identity.starts_with(id), "same log, new generation");
+    assert_eq!(generation, "1");
 }

@@ -1,15 +1,20 @@
 //! `verdict store check|repair`: inspect and repair the embedded event log offline.
 //!
-//! `check` validates every record and reports; it changes nothing. `repair` makes a log
-//! that refuses to open (damage before its tail) openable again by truncating at the last
-//! complete batch before the damage, after copying every file it changes into a backup
-//! directory beside the segments. Both refuse to run while a server has the log open.
+//! `check` validates every record and the segment chain and reports each problem (segment,
+//! offset, kind); it changes nothing. `repair` makes a log that refuses to open openable
+//! again where it safely can (stray files moved aside, damaged headers rewritten, damage cut
+//! at the last complete batch before it), after saving every file it changes or removes in
+//! a backup directory beside the segments, and moves the read-model snapshot there too.
+//! Both refuse to run while a server has the log open.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use verdict_store_log::{recovery, RepairOutcome, Status};
+use verdict_store_log::{recovery, Status};
+
+/// The server's read-model snapshot in the data directory; `repair` moves it aside.
+const PROJECTIONS_FILE: &str = "projections.json";
 
 /// Arguments of `verdict store`.
 #[derive(Debug, clap::Args)]
@@ -37,7 +42,7 @@ struct DirArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Check(dir) => check(&verdict_store_log::log_dir(&dir.data_dir)),
-        Action::Repair(dir) => repair(&verdict_store_log::log_dir(&dir.data_dir)),
+        Action::Repair(dir) => repair(&dir.data_dir),
     }
 }
 
@@ -63,84 +68,114 @@ fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         "head position: {}  streams: {}",
         report.head, report.streams
     );
+    if let Some(identity) = &report.identity {
+        println!("identity: {identity}");
+    }
+    for p in &report.torn_rolls {
+        println!(
+            "note: {} is the header-only segment of an unfinished roll; opening removes it",
+            p.display()
+        );
+    }
+    for p in &report.problems {
+        println!(
+            "PROBLEM: {} in {} at offset {}: {}",
+            p.kind,
+            p.segment.display(),
+            p.offset,
+            p.detail
+        );
+    }
     match &report.status {
-        Status::Clean => {
-            println!("status: clean");
-            Ok(ExitCode::SUCCESS)
-        }
         Status::TornTail {
             segment,
             truncate_at,
             discarded,
+            provable,
             ..
         } => {
             println!(
-                "status: torn tail in {} at offset {truncate_at} ({discarded} bytes of an unacknowledged write); \
-                 opening the store truncates it",
-                segment.display()
+                "torn tail in {} at offset {truncate_at} ({discarded} bytes of a write that never completed); \
+                 opening the store truncates it{}",
+                segment.display(),
+                if *provable {
+                    ""
+                } else {
+                    " and, since it may have held acknowledged events, gives the log a new identity generation"
+                }
             );
-            Ok(ExitCode::SUCCESS)
         }
-        Status::Corrupt {
-            segment,
-            offset,
-            truncate_at,
-            reason,
-        } => {
-            println!(
-                "status: CORRUPT in {} at offset {offset}: {reason}",
-                segment.display()
-            );
-            println!(
-                "events after position {} are unreachable; `verdict store repair` truncates at offset {truncate_at} \
-                 after a backup",
-                report.head
-            );
-            Ok(ExitCode::from(1))
-        }
+        Status::Corrupt { truncate_at, .. } => println!(
+            "events after position {} are unreachable; `verdict store repair` backs up and then \
+             fixes what it safely can (a record damage is cut at offset {truncate_at})",
+            report.head
+        ),
+        Status::Clean => {}
+    }
+    if report.opens() {
+        println!(
+            "status: {}",
+            if report.status == Status::Clean {
+                "clean"
+            } else {
+                "opens (torn tail)"
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "status: CORRUPT ({} problem(s)); the store refuses to open",
+            report.problems.len()
+        );
+        Ok(ExitCode::from(1))
     }
 }
 
-fn repair(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn repair(data_dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let dir = verdict_store_log::log_dir(data_dir);
     anyhow::ensure!(dir.is_dir(), "no event log at {}", dir.display());
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
         .to_string();
-    let outcome = verdict_store_log::repair(dir, &stamp)
+    let outcome = verdict_store_log::repair(&dir, &stamp)
         .with_context(|| format!("repairing {}", dir.display()))?;
-    match outcome {
-        RepairOutcome::Clean => println!("log is clean; nothing to repair"),
-        RepairOutcome::TruncatedTornTail { segment, len } => {
+    if outcome.is_clean() {
+        println!("log is clean; nothing to repair");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for action in &outcome.actions {
+        println!("{action}");
+    }
+    if let Some(backup) = &outcome.backup {
+        println!(
+            "originals of every changed or removed file are in {}",
+            backup.display()
+        );
+        // The server's read-model snapshot may now be ahead of the log: move it aside, so
+        // the next start rebuilds it from the log.
+        let snapshot = data_dir.join(PROJECTIONS_FILE);
+        if snapshot.exists() {
+            let to = backup.join(PROJECTIONS_FILE);
+            std::fs::rename(&snapshot, &to)
+                .with_context(|| format!("moving {} into the backup", snapshot.display()))?;
             println!(
-                "truncated the torn tail of {} to {len} bytes",
-                segment.display()
-            )
-        }
-        RepairOutcome::TruncatedCorruption {
-            segment,
-            len,
-            removed,
-            backup,
-            head,
-        } => {
-            println!(
-                "truncated {} to {len} bytes at the damage",
-                segment.display()
+                "moved the read-model snapshot {} to {} (the server rebuilds it from the log)",
+                snapshot.display(),
+                to.display()
             );
-            for p in removed {
-                println!("removed later segment {}", p.display());
-            }
-            println!("originals backed up in {}", backup.display());
-            println!("the log now ends at position {head}");
         }
     }
-    let after = recovery::check(dir)?;
+    println!("the log now ends at position {}", outcome.head);
+    if let Some(identity) = &outcome.identity {
+        println!("log identity: {identity}");
+    }
+    let after = recovery::check(&dir)?;
     anyhow::ensure!(
-        after.status == Status::Clean,
+        after.opens() && after.status == Status::Clean,
         "log still not clean after repair: {:?}",
-        after.status
+        after.problems
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! never writes a read model.
 
 mod follow;
+pub mod input;
 pub use follow::FOLLOWER;
 
 use crate::codec;
@@ -236,9 +237,9 @@ fn store_error(e: StoreError) -> AppError {
         StoreError::WrongExpectedVersion { stream, expected, current } => AppError::Conflict(format!(
             "concurrent modification of {stream}: expected version {expected}, found {current}; reload and retry"
         )),
-        StoreError::DuplicateEventId { event_id, .. } => AppError::Conflict(format!(
-            "event_id {event_id} is already used by a different event"
-        )),
+        StoreError::DuplicateEventId { event_id, position } => {
+            AppError::IdConflict { event_id, position }
+        }
         StoreError::InvalidAppend(m) => AppError::Invalid { field: "body".into(), message: m },
         other => AppError::Unavailable(other.to_string()),
     }
@@ -598,6 +599,7 @@ impl CommandService {
     /// Assigns without predicting (for callers that run the model themselves).
     pub async fn assign(&self, req: AssignRequest) -> Result<AssignResponse, AppError> {
         let live = self.live(&req.experiment_id)?;
+        input::user_id(&req.user_id)?;
         if live.state.status == Status::Draft {
             return Err(AppError::Conflict(format!(
                 "experiment `{}` is a draft: start it first",
@@ -647,6 +649,7 @@ impl CommandService {
     /// Assigns, calls the variant's model, and records the exposure and the outcome.
     pub async fn predict(&self, mut req: PredictRequest) -> Result<PredictResponse, AppError> {
         let live = self.live(&req.experiment_id)?;
+        input::user_id(&req.user_id)?;
         if live.state.status == Status::Draft {
             return Err(AppError::Conflict(format!(
                 "experiment `{}` is a draft: start it first",
@@ -888,12 +891,7 @@ impl CommandService {
     /// Validates an interaction into its event.
     pub fn interaction_event(&self, req: &InteractionRequest) -> Result<Event, AppError> {
         let live = self.live(&req.experiment_id)?;
-        if req.action.is_empty() {
-            return Err(AppError::Invalid {
-                field: "action".into(),
-                message: "must not be empty".into(),
-            });
-        }
+        input::interaction(req)?;
         Ok(Event::UserInteracted(UserInteracted {
             experiment_id: req.experiment_id.clone(),
             user_id: req.user_id.clone(),
@@ -906,12 +904,7 @@ impl CommandService {
     /// Validates a conversion into its event.
     pub fn conversion_event(&self, req: &ConversionRequest) -> Result<Event, AppError> {
         let live = self.live(&req.experiment_id)?;
-        if !req.amount.is_finite() {
-            return Err(AppError::Invalid {
-                field: "amount".into(),
-                message: "must be a finite number".into(),
-            });
-        }
+        input::conversion(req)?;
         Ok(Event::ConversionRecorded(ConversionRecorded {
             experiment_id: req.experiment_id.clone(),
             user_id: req.user_id.clone(),
@@ -924,21 +917,52 @@ impl CommandService {
     async fn record(&self, event: Event, event_id: Option<Uuid>) -> Result<Recorded, AppError> {
         let data = self.event_data(&event, event_id);
         let id = data.event_id;
-        let r = self
+        match self
             .store
             .append(&event.stream(), ExpectedVersion::Any, vec![data])
             .await
-            .map_err(store_error)?;
-        let variant = match &event {
-            Event::ConversionRecorded(c) => c.variant.clone(),
-            Event::UserInteracted(i) => i.variant.clone(),
-            _ => None,
+        {
+            Ok(r) => Ok(Recorded {
+                event_id: id,
+                position: r.last_position,
+                variant: outcome_variant_of(&event),
+            }),
+            Err(e) => self.settle_retry(&event, e).await,
+        }
+    }
+
+    /// An outcome whose id is stored with other content may still be the client's retry:
+    /// the variant it is attributed to is derived, and can have become known between two
+    /// attempts (the exposure was recorded meanwhile). It is the same outcome when what
+    /// the client sent is the same; then the original is the answer, else a conflict
+    /// naming where the id is stored.
+    async fn settle_retry(&self, event: &Event, e: StoreError) -> Result<Recorded, AppError> {
+        let StoreError::DuplicateEventId { event_id, position } = e else {
+            return Err(store_error(e));
         };
-        Ok(Recorded {
-            event_id: id,
-            position: r.last_position,
-            variant,
-        })
+        let conflict = AppError::IdConflict { event_id, position };
+        if position == 0 {
+            return Err(conflict);
+        }
+        let stored = self
+            .store
+            .read_all(position, 1)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .next()
+            .filter(|r| r.event_id == event_id && r.stream == event.stream());
+        let Some(stored) = stored else {
+            return Err(conflict);
+        };
+        match codec::decode(&stored) {
+            Ok(original) if same_outcome(&original, event) => Ok(Recorded {
+                event_id,
+                position,
+                variant: outcome_variant_of(&original),
+            }),
+            _ => Err(conflict),
+        }
     }
 
     /// Appends one event to its stream without a version check (alerts, outcomes).
@@ -990,17 +1014,18 @@ impl CommandService {
                     // each retried event is acknowledged and each new one stored.
                     for (i, d, variant) in group {
                         let id = d.event_id;
-                        results[i] = Some(
-                            self.store
-                                .append(&stream, ExpectedVersion::Any, vec![d])
-                                .await
-                                .map(|r| Recorded {
-                                    event_id: id,
-                                    position: r.last_position,
-                                    variant,
-                                })
-                                .map_err(store_error),
-                        );
+                        let appended = self
+                            .store
+                            .append(&stream, ExpectedVersion::Any, vec![d])
+                            .await;
+                        results[i] = Some(match appended {
+                            Ok(r) => Ok(Recorded {
+                                event_id: id,
+                                position: r.last_position,
+                                variant,
+                            }),
+                            Err(e) => self.settle_retry(&events[i].0, e).await,
+                        });
                     }
                 }
                 Err(e) => {
@@ -1015,6 +1040,35 @@ impl CommandService {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(AppError::Unavailable("not processed".into()))))
             .collect()
+    }
+}
+
+/// The variant an outcome was attributed to.
+fn outcome_variant_of(event: &Event) -> Option<String> {
+    match event {
+        Event::ConversionRecorded(c) => c.variant.clone(),
+        Event::UserInteracted(i) => i.variant.clone(),
+        _ => None,
+    }
+}
+
+/// Whether two outcome events say the same thing about what the client sent (the derived
+/// attribution aside).
+fn same_outcome(a: &Event, b: &Event) -> bool {
+    match (a, b) {
+        (Event::ConversionRecorded(x), Event::ConversionRecorded(y)) => {
+            x.experiment_id == y.experiment_id
+                && x.user_id == y.user_id
+                && x.conversion_type == y.conversion_type
+                && x.amount.to_bits() == y.amount.to_bits()
+        }
+        (Event::UserInteracted(x), Event::UserInteracted(y)) => {
+            x.experiment_id == y.experiment_id
+                && x.user_id == y.user_id
+                && x.action == y.action
+                && x.item_id == y.item_id
+        }
+        _ => false,
     }
 }
 

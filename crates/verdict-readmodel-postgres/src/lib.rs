@@ -589,7 +589,45 @@ impl std::fmt::Debug for Batch {
 }
 
 fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, ReadModelError> {
-    serde_json::to_string(value).map_err(|e| corrupt(what, e))
+    serde_json::to_string(value)
+        .map(pg_json)
+        .map_err(|e| corrupt(what, e))
+}
+
+/// A string PostgreSQL's `text` takes: NUL, which it refuses (and which would stop the
+/// projector on every restart), becomes U+FFFD. verdict refuses control characters at the
+/// door; this keeps events stored before that, or written by other clients, from poisoning
+/// the read models.
+fn pg_text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+/// JSON text `jsonb` takes: every `\u0000` escape (jsonb refuses it) becomes `\ufffd`.
+/// Escapes are ASCII, so replacing them byte-wise keeps the text UTF-8.
+fn pg_json(json: String) -> String {
+    if !json.contains("\\u0000") {
+        return json;
+    }
+    let b = json.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            if b[i + 1..].starts_with(b"u0000") {
+                out.extend_from_slice(b"\\ufffd");
+                i += 6;
+            } else {
+                // Any other escape, `\\` included, is copied whole, so the parity of
+                // backslashes is never misread.
+                out.extend_from_slice(&b[i..i + 2]);
+                i += 2;
+            }
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("only ASCII escapes were replaced")
 }
 
 impl Batch {
@@ -616,10 +654,10 @@ impl Batch {
                 rows.push((
                     RowKind::Variant,
                     vec![
-                        Box::new(id.clone()),
+                        Box::new(pg_text(id)),
                         Box::new(i as i32),
-                        Box::new(v.key.clone()),
-                        Box::new(v.model.clone()),
+                        Box::new(pg_text(&v.key)),
+                        Box::new(pg_text(&v.model)),
                         Box::new(v.key == control),
                         Box::new(stats.users as i64),
                         Box::new(stats.predictions as i64),
@@ -643,11 +681,11 @@ impl Batch {
                     RowKind::Alert,
                     vec![
                         Box::new(a.alert_id),
-                        Box::new(a.experiment_id.clone()),
-                        Box::new(a.monitor.clone()),
-                        Box::new(a.severity.clone()),
-                        Box::new(a.message.clone()),
-                        Box::new(a.evidence.to_string()),
+                        Box::new(pg_text(&a.experiment_id)),
+                        Box::new(pg_text(&a.monitor)),
+                        Box::new(pg_text(&a.severity)),
+                        Box::new(pg_text(&a.message)),
+                        Box::new(pg_json(a.evidence.to_string())),
                         Box::new(a.raised_at),
                         Box::new(a.resolved_at),
                         Box::new(a.position as i64),
@@ -669,10 +707,10 @@ impl Batch {
                 rows.push((
                     RowKind::Hour,
                     vec![
-                        Box::new(id.clone()),
+                        Box::new(pg_text(id)),
                         Box::new(*hour),
                         Box::new(i as i32),
-                        Box::new(v.key.clone()),
+                        Box::new(pg_text(&v.key)),
                         Box::new(b.new_users as i64),
                         Box::new(b.predictions as i64),
                         Box::new(b.errors as i64),
@@ -726,8 +764,8 @@ fn experiment_row(
     let own = to_json("experiment", &*view);
     (view.users, view.variants, view.hours, view.alerts) = parts;
     Ok(vec![
-        Box::new(id.to_owned()),
-        Box::new(def.name.clone()),
+        Box::new(pg_text(id)),
+        Box::new(pg_text(&def.name)),
         Box::new(view.state.status.to_string()),
         Box::new(view.state.version as i64),
         Box::new(view.created_at),
@@ -950,3 +988,20 @@ pub async fn load_projections(
 
 /// How long a standby waits between attempts to take the lock.
 pub const STANDBY_POLL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod nul_tests {
+    use super::*;
+
+    #[test]
+    fn nul_never_reaches_postgres() {
+        assert_eq!(pg_text("a\0b"), "a\u{FFFD}b");
+        let v = serde_json::json!({"name": "a\u{0}b", "k\u{0}": ["\\u0000", "\\\u{0}"]});
+        let text = pg_json(serde_json::to_string(&v).unwrap());
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["name"], "a\u{FFFD}b");
+        // A literal backslash followed by `u0000` is text, not an escape: kept.
+        assert_eq!(back["k\u{FFFD}"][0], "\\u0000");
+        assert_eq!(back["k\u{FFFD}"][1], "\\\u{FFFD}");
+    }
+}

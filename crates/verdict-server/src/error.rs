@@ -52,6 +52,12 @@ impl From<AppError> for ApiError {
             AppError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             }
+            e @ AppError::IdConflict { event_id, position } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "event_id_conflict",
+                message: e.to_string(),
+                details: json!({ "field": "event_id", "event_id": event_id, "position": position }),
+            },
             e @ AppError::NotCaughtUp { wanted, reached } => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: "not_caught_up",

@@ -89,8 +89,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{watch, RwLock};
 use verdict_store::{
-    validate_append, AppendResult, EventData, EventStore, ExpectedVersion, RecordedEvent,
-    StoreError, Subscription,
+    same_content, validate_append, AppendResult, EventData, EventStore, ExpectedVersion,
+    RecordedEvent, StoreError, Subscription,
 };
 
 /// The most events one append may carry: half the server's limit of 1000 messages in an
@@ -803,17 +803,25 @@ impl Inner {
                 (0..events.len() as u64).map(|i| self.leader_event(first + i)),
             )
             .await?;
-            if stored
-                .iter()
-                .zip(events)
-                .all(|(s, e)| s.stream == stream && s.event_id == e.event_id)
-            {
-                let last = &stored[stored.len() - 1];
-                return Ok(Some(AppendResult {
-                    first_position: first,
-                    last_position: last.position,
-                    stream_version: last.stream_version,
-                }));
+            // A reused id with other content is no retry: name the first that differs.
+            match stored.iter().zip(events).find(|(s, e)| {
+                s.stream != stream || s.event_id != e.event_id || !same_content(s, e)
+            }) {
+                None => {
+                    let last = &stored[stored.len() - 1];
+                    return Ok(Some(AppendResult {
+                        first_position: first,
+                        last_position: last.position,
+                        stream_version: last.stream_version,
+                    }));
+                }
+                Some((s, e)) if s.event_id == e.event_id => {
+                    return Err(StoreError::DuplicateEventId {
+                        event_id: e.event_id,
+                        position: s.position,
+                    })
+                }
+                Some(_) => {}
             }
         }
         Err(StoreError::DuplicateEventId {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use verdict_store::{AppendResult, EventData, ExpectedVersion, StoreError};
 
-use crate::{check_retry, unavailable, Inner, StoredIds};
+use crate::{check_retry, unavailable, Content, Inner, StoredIds};
 
 /// Appends that may wait for the writer (beyond it, `append` waits to enqueue).
 pub(crate) const QUEUE: usize = 4096;
@@ -91,8 +91,8 @@ async fn commit(
     let stream_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&streams];
     let (found, current) = tokio::try_join!(
         tx.query(
-            "SELECT event_id, position, stream, version FROM verdict_events
-             WHERE event_id = ANY($1)",
+            "SELECT event_id, position, stream, version, event_type, schema_version, payload
+             FROM verdict_events WHERE event_id = ANY($1)",
             &id_params,
         ),
         // One index probe per stream (max of the (stream, version) index), not a scan.
@@ -104,7 +104,14 @@ async fn commit(
     )?;
     let mut ids: StoredIds = found
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .map(|r| {
+            let content = Content::Stored {
+                event_type: r.get(4),
+                schema_version: r.get(5),
+                payload: r.get(6),
+            };
+            (r.get(0), (r.get(1), r.get(2), r.get(3), content))
+        })
         .collect();
     let mut versions: HashMap<String, i64> = current
         .iter()
@@ -133,7 +140,10 @@ async fn commit(
         let n = request.events.len() as i64;
         for (i, e) in request.events.iter().enumerate() {
             let (position, version) = (next + i as i64, current + 1 + i as i64);
-            ids.insert(e.event_id, (position, stream.to_owned(), version));
+            ids.insert(
+                e.event_id,
+                (position, stream.to_owned(), version, Content::Pending(e)),
+            );
             positions.push(position);
             names.push(stream);
             event_versions.push(version);

@@ -360,17 +360,52 @@ async fn listen(inner: Weak<Inner>, mut stop: watch::Receiver<bool>, poll: Durat
     }
 }
 
-/// Where stored event ids are: `event_id -> (position, stream, version)`.
-pub(crate) type StoredIds = HashMap<Uuid, (i64, String, i64)>;
+/// What an id's event carries, for telling a retry from a reused id.
+#[derive(Debug)]
+pub(crate) enum Content<'a> {
+    /// Read back from the table.
+    Stored {
+        event_type: String,
+        schema_version: i64,
+        payload: Vec<u8>,
+    },
+    /// Admitted earlier in the same group.
+    Pending(&'a EventData),
+}
+
+impl Content<'_> {
+    fn matches(&self, sent: &EventData) -> bool {
+        match self {
+            Content::Stored {
+                event_type,
+                schema_version,
+                payload,
+            } => {
+                *event_type == sent.event_type
+                    && *schema_version == i64::from(sent.schema_version)
+                    && payload[..] == sent.payload[..]
+            }
+            Content::Pending(e) => {
+                e.event_type == sent.event_type
+                    && e.schema_version == sent.schema_version
+                    && e.payload == sent.payload
+            }
+        }
+    }
+}
+
+/// Where stored event ids are: `event_id -> (position, stream, version, content)`.
+pub(crate) type StoredIds<'a> = HashMap<Uuid, (i64, String, i64, Content<'a>)>;
 
 /// The result of `events` if they are a retry of a stored batch; `stored` holds at least one
-/// of the batch's ids.
+/// of the batch's ids. Same ids with another type, schema version or payload are a reused
+/// id, never a retry.
 pub(crate) fn check_retry(
     stream: &str,
     events: &[EventData],
-    stored: &StoredIds,
+    stored: &StoredIds<'_>,
 ) -> Result<AppendResult, StoreError> {
-    let Some((first, _, _)) = stored.get(&events[0].event_id) else {
+    let Some((first, ..)) = stored.get(&events[0].event_id) else {
         let (event_id, position) = events
             .iter()
             .find_map(|e| stored.get(&e.event_id).map(|s| (e.event_id, s.0)))
@@ -384,7 +419,11 @@ pub(crate) fn check_retry(
     let mut version = 0;
     for (i, e) in events.iter().enumerate() {
         match stored.get(&e.event_id) {
-            Some((p, s, v)) if *p == first + i as i64 && s == stream => version = *v,
+            Some((p, s, v, content))
+                if *p == first + i as i64 && s == stream && content.matches(e) =>
+            {
+                version = *v
+            }
             other => {
                 return Err(StoreError::DuplicateEventId {
                     event_id: e.event_id,

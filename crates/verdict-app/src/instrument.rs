@@ -114,4 +114,12 @@ impl EventStore for Instrumented {
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.close().await
     }
+
+    fn identity(&self) -> Option<String> {
+        self.inner.identity()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.inner.health()
+    }
 }

@@ -20,6 +20,7 @@
 
 pub mod builtin;
 pub mod conn;
+pub mod files;
 pub mod guard;
 pub mod http;
 pub mod onnx;

@@ -24,6 +24,7 @@
 //! request.
 
 use crate::builtin::HashRecommender;
+use crate::files::{read_regular, MAX_MODEL_BYTES, MAX_SPEC_BYTES};
 use crate::guard::{Guarded, Options};
 use crate::http::{HttpModel, Protocol};
 use crate::onnx::{Engine, ModelSpec, OnnxModel, TractEngine};
@@ -85,7 +86,12 @@ pub struct Registry {
     clients: Arc<OnceLock<crate::http::Clients>>,
     /// Where in-process models run; `None` is the process-wide pool.
     pool: Option<crate::onnx::InferencePool>,
+    /// How long loading one model may take; `None` is [`DEFAULT_LOAD_TIMEOUT`].
+    load_timeout: Option<std::time::Duration>,
 }
+
+/// How long loading (reading and compiling) one in-process model may take by default.
+pub const DEFAULT_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Registry {
     /// The default registry: `rec-v1` and `rec-v2` as the shipped ONNX demo models
@@ -112,6 +118,13 @@ impl Registry {
         self
     }
 
+    /// Gives up loading a model after `timeout` (the load goes on in the background and
+    /// its result is dropped).
+    pub fn with_load_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.load_timeout = Some(timeout);
+        self
+    }
+
     /// Registers (or replaces) a name.
     pub fn register(&mut self, name: &str, uri: &str) {
         self.names.insert(name.to_owned(), uri.to_owned());
@@ -122,16 +135,54 @@ impl Registry {
         &self.names
     }
 
-    /// Resolves a name or URI, loading the model once.
+    /// Resolves a name or URI, loading the model once. The lock on loaded models is not
+    /// held while loading, so a slow load delays no other experiment; an in-process model
+    /// loads on its own thread and is given up after the load timeout.
     pub fn resolve(&self, reference: &str) -> Result<Arc<dyn Model>, RegistryError> {
         let uri = self.names.get(reference).map_or(reference, String::as_str);
-        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = loaded.get(uri) {
-            return Ok(m.clone());
+        let cached = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uri)
+            .cloned();
+        if let Some(m) = cached {
+            return Ok(m);
         }
-        let model = self.load(reference, uri)?;
-        loaded.insert(uri.to_owned(), model.clone());
-        Ok(model)
+        let model = if uri.starts_with("onnx:") {
+            self.load_bounded(reference, uri)?
+        } else {
+            self.load(reference, uri)?
+        };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        // Two resolves may have loaded it at once: the first stored wins, so every
+        // experiment shares one instance.
+        Ok(loaded.entry(uri.to_owned()).or_insert(model).clone())
+    }
+
+    fn load_bounded(&self, reference: &str, uri: &str) -> Result<Arc<dyn Model>, RegistryError> {
+        let timeout = self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (this, r, u) = (self.clone(), reference.to_owned(), uri.to_owned());
+        let spawned = std::thread::Builder::new()
+            .name("verdict-model-load".into())
+            .spawn(move || {
+                let _ = tx.send(this.load(&r, &u));
+            });
+        let unloadable = |reason: String| RegistryError::Unloadable {
+            uri: uri.to_owned(),
+            reason,
+        };
+        if let Err(e) = spawned {
+            return Err(unloadable(format!("starting a loader thread: {e}")));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(_) => Err(unloadable(format!(
+                "loading took longer than {} s; gave up",
+                timeout.as_secs_f64()
+            ))),
+        }
     }
 
     fn load(&self, reference: &str, uri: &str) -> Result<Arc<dyn Model>, RegistryError> {
@@ -188,11 +239,14 @@ impl Registry {
         let name = Path::new(path)
             .file_name()
             .map_or(path.into(), |n| n.to_string_lossy().into_owned());
-        let (bytes, spec_text) = match std::fs::read(&full) {
+        let (bytes, spec_text) = match read_regular(&full, MAX_MODEL_BYTES) {
             Ok(bytes) => {
                 let spec_path = full.with_extension("json");
-                let spec = match std::fs::read_to_string(&spec_path) {
-                    Ok(s) => Some(s),
+                let spec = match read_regular(&spec_path, MAX_SPEC_BYTES) {
+                    Ok(s) => Some(
+                        String::from_utf8(s)
+                            .map_err(|_| format!("{}: not UTF-8", spec_path.display()))?,
+                    ),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                     Err(e) => return Err(format!("{}: {e}", spec_path.display())),
                 };
@@ -267,6 +321,8 @@ mod tests {
             other => panic!("{uri}: {other:?}"),
         };
         assert!(reason("onnx:models/nope.onnx").contains("No such file"));
+        assert!(reason("onnx:/dev/zero").contains("not a regular file"));
+        assert!(reason("onnx:/tmp").contains("not a regular file"));
         assert!(reason("onnx:").contains("empty"));
         assert!(reason("onnx:models/rec-v1.onnx#speed=11").contains("unknown option `speed`"));
         assert!(

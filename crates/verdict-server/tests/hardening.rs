@@ -388,3 +388,74 @@ async fn empty_short_or_repeated_keys_are_a_config_error() {
     assert_eq!(s, 401);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_models_and_conditions_are_refused_at_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let client = reqwest::Client::new();
+    let create = |body: Value| {
+        let client = client.clone();
+        let url = format!("http://{}/api/experiments", server.addr);
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    // A FIFO would block the load until a writer came, /dev/zero would fill memory.
+    let fifo = dir.path().join("model.onnx");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (uri, why) in [
+        (format!("onnx:{}", fifo.display()), "FIFO"),
+        ("onnx:/dev/zero".to_owned(), "character device"),
+    ] {
+        let (s, b) = create(
+            json!({"experiment_id": "m", "models": {"control": "builtin:a", "treatment": uri}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        assert_eq!(b["error"]["details"]["field"], "variants[1].model", "{b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains(why), "{b}");
+    }
+    // A condition that backtracks catastrophically in JavaScript engines is refused; the
+    // server never evaluates it.
+    let (s, b) = create(json!({
+        "experiment_id": "r",
+        "models": {"control": "builtin:a", "treatment": "builtin:b"},
+        "condition": {"name": {"$regex": "^(a+)+$"}}
+    }))
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(
+        b["error"]["details"]["field"], "condition.name.$regex",
+        "{b}"
+    );
+    // A linear one is accepted and answers on a long hostile input at once.
+    let (s, b) = create(json!({
+        "experiment_id": "ok",
+        "models": {"control": "builtin:a", "treatment": "builtin:b"},
+        "condition": {"name": {"$regex": "^a+$"}},
+        "start": true
+    }))
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let name = format!("{}!", "a".repeat(100_000));
+    let r = client
+        .post(format!("http://{}/api/assignments", server.addr))
+        .json(&json!({"experiment_id": "ok", "user_id": "u", "attributes": {"name": name}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["in_experiment"], false, "{b}");
+    assert_eq!(
+        healthz(&server, Duration::from_secs(2)).await,
+        StatusCode::OK
+    );
+    server.shutdown().await.unwrap();
+}

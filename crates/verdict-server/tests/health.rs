@@ -18,6 +18,8 @@ struct Flaky {
     inner: MemoryStore,
     fail_subscribe: AtomicBool,
     identity: Option<String>,
+    /// What `health()` says: the write path's state (a log writer stopped by ENOSPC).
+    broken: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait::async_trait]
@@ -60,6 +62,12 @@ impl EventStore for Flaky {
     }
     fn identity(&self) -> Option<String> {
         self.identity.clone()
+    }
+    fn health(&self) -> Result<(), String> {
+        match self.broken.lock().unwrap().clone() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
     }
 }
 
@@ -236,6 +244,7 @@ async fn a_failing_subscription_turns_readyz_red_and_the_projector_resubscribes(
         inner: MemoryStore::new(),
         fail_subscribe: AtomicBool::new(true),
         identity: None,
+        broken: Default::default(),
     });
     let app = start(dir.path(), Some(store.clone())).await;
     let body = app
@@ -304,6 +313,7 @@ async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
         inner: MemoryStore::new(),
         fail_subscribe: AtomicBool::new(false),
         identity: Some("log-one".into()),
+        broken: Default::default(),
     });
     let app = start(dir.path(), Some(one)).await;
     let last = app.experiment_with_conversions("e", 3).await;
@@ -319,6 +329,7 @@ async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
         inner: MemoryStore::new(),
         fail_subscribe: AtomicBool::new(false),
         identity: Some("log-two".into()),
+        broken: Default::default(),
     });
     let app = start(dir.path(), Some(two.clone())).await;
     let last = app.experiment_with_conversions("g", 4).await;
@@ -335,5 +346,32 @@ async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
         .collect();
     assert_eq!(ids, ["g"], "the other log's experiment leaked in: {list}");
     assert_eq!(app.users("g", last).await, 4);
+    app.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_write_turns_readyz_red_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Flaky {
+        inner: MemoryStore::new(),
+        fail_subscribe: AtomicBool::new(false),
+        identity: None,
+        broken: Default::default(),
+    });
+    let app = start(dir.path(), Some(store.clone())).await;
+    app.readyz_until("ready", |s, _| s == StatusCode::OK).await;
+    *store.broken.lock().unwrap() = Some("writer stopped: No space left on device".into());
+    let body = app
+        .readyz_until("store down", |s, b| {
+            s == StatusCode::SERVICE_UNAVAILABLE && down(b) == ["store"]
+        })
+        .await;
+    assert!(body["components"]["store"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("No space"));
+    *store.broken.lock().unwrap() = None;
+    app.readyz_until("recovered", |s, _| s == StatusCode::OK)
+        .await;
     app.server.shutdown().await.unwrap();
 }

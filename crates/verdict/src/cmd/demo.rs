@@ -121,6 +121,8 @@ async fn simulate_user(
 
 /// Runs `verdict demo`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The demo opens a connection per concurrent user; 1,024 descriptors can run short.
+    super::raise_open_file_limit();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(demo(args))
 }

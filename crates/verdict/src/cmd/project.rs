@@ -46,6 +46,7 @@ pub struct Args {
 /// Runs `verdict project` until SIGTERM or Ctrl-C, or until it loses its lock.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_tracing();
+    super::raise_open_file_limit();
     let file = super::serve::file_config(args.config.as_ref())?;
     let Some(store_url) = args.store.clone().or(file.store().map(str::to_owned)) else {
         bail!("verdict project needs --store (postgres://... or nats://...), VERDICT_STORE or `store` in verdict.toml");

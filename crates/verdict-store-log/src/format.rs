@@ -546,10 +546,91 @@ mod tests {
         }
     }
 
+    /// A group of two records at file offset `at`, with its trailer; returns the buffer and
+    /// where the trailer starts in it.
+    fn group_at(at: u64) -> (Vec<u8>, usize) {
+        let mut buf = vec![0xAA; at as usize]; // stands for the file before the group
+        let mut r = sample();
+        r.position = 7;
+        r.group = 7;
+        r.flags = 0;
+        encode_record(&mut buf, &r);
+        r.position = 8;
+        r.flags = FLAG_BATCH_END;
+        encode_record(&mut buf, &r);
+        let t = buf.len();
+        encode_group_trailer(&mut buf, at as usize, at, 7, 2);
+        (buf, t)
+    }
+
+    #[test]
+    fn trailer_round_trips_with_a_checksum_per_sector() {
+        for at in [32u64, 500, 511, 512, 1000] {
+            let (buf, t) = group_at(at);
+            let group_len = (t as u64) - at;
+            assert_eq!(buf.len() - t, trailer_len(at, group_len));
+            let (frame, len) = decode_frame_at(&Bytes::from(buf.clone()), t).unwrap();
+            assert_eq!(len, buf.len() - t);
+            let Frame::Trailer(tr) = frame else {
+                panic!("{frame:?}")
+            };
+            assert_eq!((tr.first, tr.records, tr.len), (7, 2, group_len));
+            let sectors: Vec<_> = sector_ranges(at, t as u64).collect();
+            assert_eq!(sectors.len() as u64, sectors_spanned(at, t as u64));
+            assert_eq!(sectors.first().unwrap().0, at);
+            assert_eq!(sectors.last().unwrap().1, t as u64);
+            for (i, (a, b)) in sectors.iter().enumerate() {
+                assert!(a / SECTOR == (b - 1) / SECTOR, "one sector each");
+                assert_eq!(
+                    tr.sector_crc(i),
+                    crc32c::crc32c(&buf[*a as usize..*b as usize])
+                );
+            }
+            assert_eq!(
+                expected_trailer(&buf[at as usize..t], at, 7, 2),
+                &buf[t..],
+                "what recovery expects is what the writer wrote"
+            );
+            // Records still decode as records, the trailer is no record.
+            assert!(matches!(
+                decode_frame_at(&Bytes::from(buf.clone()), at as usize),
+                Ok((Frame::Record(_), _))
+            ));
+            assert!(decode_record_at(&Bytes::from(buf.clone()), t).is_err());
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_bit_flip_of_a_trailer_is_detected() {
+        let (buf, t) = group_at(500);
+        for cut in t..buf.len() {
+            assert!(
+                decode_frame_at(&Bytes::copy_from_slice(&buf[..cut]), t).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for bit in t * 8..buf.len() * 8 {
+            let mut damaged = buf.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                !matches!(
+                    decode_frame_at(&Bytes::from(damaged), t),
+                    Ok((Frame::Trailer(_), _))
+                ),
+                "flip of bit {bit}"
+            );
+        }
+    }
+
     #[test]
     fn segment_header_round_trips_and_detects_damage() {
         let h = encode_segment_header(1234);
         assert_eq!(decode_segment_header(&h), Ok(1234));
+        assert_eq!(segment_header(&h), Ok((1234, FORMAT_VERSION)));
+        let old = encode_segment_header_version(1234, FORMAT_VERSION_1);
+        assert_eq!(segment_header(&old), Ok((1234, FORMAT_VERSION_1)));
+        let unknown = encode_segment_header_version(1234, 3);
+        assert!(segment_header(&unknown).is_err());
         for bit in 0..28 * 8 {
             let mut d = h;
             d[bit / 8] ^= 1 << (bit % 8);

@@ -8,7 +8,9 @@
 //!   itself, on its own (tokio worker) thread, with no hand-off (see `writer`).
 //! * An in-memory index (`index`) rebuilt from the segments on open, and the newest committed
 //!   events kept in memory (`tail`), so live subscribers read them without touching files.
-//! * On open, a torn tail is truncated and damage before the tail is refused with
+//! * Every write group ends with a trailer (in the same `write`) carrying a CRC32C per
+//!   sector of the group. On open, a torn last group is truncated; damage before the tail,
+//!   and damage inside a last group its trailer proves was written whole, are refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
 //!   damage off after a backup.
 //! * A write or fsync error poisons the writer: the group fails, later appends fail fast

@@ -59,10 +59,11 @@ pub enum Status {
         records: u64,
         /// The segment holds nothing valid, not even its header: delete it.
         remove: bool,
-        /// The cut bytes look like a write that never completed (the file ends inside a
-        /// record or batch, or the damaged record reads as unwritten zero sectors); if not
-        /// (a checksum mismatch in a complete-looking record), acknowledged data may be
-        /// among them and opening gives the log a new identity generation.
+        /// The cut bytes are a write that never completed: always in a version-2 segment
+        /// (damage its group trailer cannot explain as a torn write is `Corrupt`). In a
+        /// version-1 segment, false when a complete-looking record has a checksum mismatch:
+        /// acknowledged data may be among the cut bytes, and opening gives the log a new
+        /// identity generation.
         provable: bool,
     },
     /// A record is damaged and valid data follows it: acknowledged events may be lost.

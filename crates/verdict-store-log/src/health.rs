@@ -170,7 +170,10 @@ impl Core {
             .open(&self.active_path)
             .map_err(|e| io("opening", e))?;
         let had = f.metadata().map_err(|e| io("reading", e))?.len();
+        // Durably: failed-group bytes past the zeros rewritten below must not come back
+        // after a power cut (recovery would read them as a later write group).
         f.set_len(self.active_len)
+            .and_then(|()| f.sync_all())
             .map_err(|e| io("truncating", e))?;
         drop(f);
         let mut file = self

@@ -8,7 +8,9 @@
 //!   itself, on its own (tokio worker) thread, with no hand-off (see `writer`).
 //! * An in-memory index (`index`) rebuilt from the segments on open, and the newest committed
 //!   events kept in memory (`tail`), so live subscribers read them without touching files.
-//! * On open, a torn tail is truncated and damage before the tail is refused with
+//! * Every write group ends with a trailer (in the same `write`) carrying a CRC32C per
+//!   sector of the group. On open, a torn last group is truncated; damage before the tail,
+//!   and damage inside a last group its trailer proves was written whole, are refused with
 //!   [`LogError::Corrupt`] naming segment and offset; [`check`] reports, [`repair`] cuts the
 //!   damage off after a backup.
 //! * A write or fsync error poisons the writer: the group fails, later appends fail fast
@@ -258,6 +260,21 @@ pub fn repair(dir: &Path, backup_stamp: &str) -> Result<RepairOutcome, LogError>
     repair::repair(dir, backup_stamp)
 }
 
+/// Replaces a version-1 segment holding only its header with a version-2 one, atomically
+/// (temporary file, fsync, rename, directory fsync): the writer appends version-2 groups only.
+fn upgrade_empty_segment(dir: &Path, path: &Path, first: u64) -> Result<(), LogError> {
+    use std::io::Write;
+    let tmp = path.with_extension("log.tmp");
+    let io = |e| LogError::io(format!("rewriting the header of {}", path.display()), e);
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(&format::encode_segment_header(first))
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    recovery::sync_dir(dir)
+}
+
 fn store_manifest(m: &manifest::Manifest, dir: &Path) -> Result<(), LogError> {
     m.store(dir)
         .map_err(|e| LogError::io(format!("writing the manifest in {}", dir.display()), e))
@@ -325,6 +342,7 @@ impl LogStore {
                 segment,
                 truncate_at,
                 discarded,
+                records,
                 remove,
                 provable,
             } => {
@@ -333,8 +351,10 @@ impl LogStore {
                     segment = %segment.display(),
                     offset = truncate_at,
                     bytes = discarded,
+                    records,
                     head = scan.head,
-                    "cut a torn tail: a write group whose fdatasync never returned"
+                    "cut a torn tail of {discarded} bytes ({records} record(s)) at offset {truncate_at}: \
+                     a write group whose fdatasync never returned, so none of it was acknowledged"
                 );
                 if !provable {
                     // A checksum mismatch in a complete-looking record: it may have been
@@ -368,6 +388,22 @@ impl LogStore {
                     offset: *offset,
                     reason: format!("{kind}: {reason}"),
                 });
+            }
+        }
+        // The writer writes version-2 segments only. An active version-1 segment (a log
+        // written before group trailers) holding no records is replaced by a version-2 one
+        // (atomically, before any handle to it is opened); one with records is sealed below
+        // and a version-2 segment started after it.
+        let mut seal_v1 = false;
+        if let Some(last) = segments.last_mut() {
+            if last.version == format::FORMAT_VERSION_1 {
+                if last.valid_len == format::SEGMENT_HEADER_LEN as u64 {
+                    upgrade_empty_segment(&dir, &last.path, last.first_position)?;
+                    last.version = format::FORMAT_VERSION;
+                    last.file_len = last.valid_len;
+                } else {
+                    seal_v1 = true;
+                }
             }
         }
         let firsts: Vec<u64> = segments.iter().map(|s| s.first_position).collect();
@@ -492,6 +528,20 @@ impl LogStore {
                 manifest,
             })
         });
+        if seal_v1 {
+            let mut c = writer::lock_core(&core);
+            c.roll(&shared).map_err(|e| {
+                LogError::io(
+                    format!(
+                        "starting a version-{} segment after the version-1 segment {}",
+                        format::FORMAT_VERSION,
+                        c.active_path.display()
+                    ),
+                    e,
+                )
+            })?;
+            tracing::info!(dir = %dir.display(), segment = %c.active_path.display(), "sealed the version-1 active segment; appends go to a new version-2 segment (write group trailers)");
+        }
         let writer = Writer {
             shared: Arc::clone(&shared),
             core: Arc::clone(&core),
@@ -694,8 +744,8 @@ fn read_locs(
         let file = files
             .get(seg as usize)
             .ok_or_else(|| corrupt(format!("no segment {seg}")))?;
-        // Extend over following records of the same segment, while the chunk stays small;
-        // the next record's offset is this one's end.
+        // Extend over following records of the same segment, while the chunk stays small
+        // (a group's trailer may lie between two records: each is decoded at its own offset).
         let mut j = i;
         if consecutive {
             while j + 1 < locs.len() {
@@ -709,13 +759,12 @@ fn read_locs(
         if j > i {
             let (_, end) = index::unpack(locs[j]);
             let chunk = read_range(file, start, (end - start) as usize)?;
-            let mut off = 0usize;
-            for k in i..j {
-                let (rec, len) = format::decode_record_at(&chunk, off).map_err(|e| {
+            for (k, &loc) in locs.iter().enumerate().take(j).skip(i) {
+                let off = (index::unpack(loc).1 - start) as usize;
+                let (rec, _) = format::decode_record_at(&chunk, off).map_err(|e| {
                     corrupt(format!("segment {seg} offset {}: {e}", start + off as u64))
                 })?;
                 out.push(to_recorded(rec, first + k as u64, consecutive)?);
-                off += len;
             }
             i = j;
         } else {

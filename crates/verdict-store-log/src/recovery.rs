@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::format::{self, Record, FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{self, Frame, Record, FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::LogError;
 
@@ -54,12 +54,16 @@ pub enum Status {
         truncate_at: u64,
         /// How many bytes follow it.
         discarded: u64,
+        /// How many records the cut bytes hold, as far as known (a verified trailer's count,
+        /// else the records that still verify).
+        records: u64,
         /// The segment holds nothing valid, not even its header: delete it.
         remove: bool,
-        /// The cut bytes look like a write that never completed (the file ends inside a
-        /// record or batch, or the damaged record reads as unwritten zero sectors); if not
-        /// (a checksum mismatch in a complete-looking record), acknowledged data may be
-        /// among them and opening gives the log a new identity generation.
+        /// The cut bytes are a write that never completed: always in a version-2 segment
+        /// (damage its group trailer cannot explain as a torn write is `Corrupt`). In a
+        /// version-1 segment, false when a complete-looking record has a checksum mismatch:
+        /// acknowledged data may be among the cut bytes, and opening gives the log a new
+        /// identity generation.
         provable: bool,
     },
     /// A record is damaged and valid data follows it: acknowledged events may be lost.
@@ -154,6 +158,8 @@ pub struct SegmentInfo {
     pub valid_len: u64,
     /// Its size on disk.
     pub file_len: u64,
+    /// Its segment format version (1: before write group trailers).
+    pub version: u32,
 }
 
 /// What a full scan found.
@@ -247,9 +253,9 @@ fn scan_files(
             kind,
         };
         let seg_no = u32::try_from(segments.len()).expect("fewer than 2^32 segments");
-        match format::decode_segment_header(&data) {
-            Ok(first) if first == name_pos && first == next => {}
-            Ok(first) => {
+        let version = match format::segment_header(&data) {
+            Ok((first, version)) if first == name_pos && first == next => version,
+            Ok((first, _)) => {
                 let status = corrupt(
                     0,
                     0,
@@ -273,6 +279,7 @@ fn scan_files(
                     segment: path,
                     truncate_at: 0,
                     discarded: file_len,
+                    records: 0,
                     remove: true,
                     provable: true,
                 };
@@ -301,7 +308,76 @@ fn scan_files(
                 };
                 return Ok((segments, next - 1, status));
             }
+        };
+        let seg = SegmentScan {
+            data: &data,
+            path: &path,
+            seg_no,
+            last,
+        };
+        let (records, valid_len, end) = if version == format::FORMAT_VERSION_1 {
+            seg.scan_v1(&mut next, on_batch)
+        } else {
+            seg.scan_v2(&mut next, on_batch)
+        };
+        segments.push(SegmentInfo {
+            path: path.clone(),
+            first_position: name_pos,
+            records,
+            valid_len: valid_len as u64,
+            file_len,
+            version,
+        });
+        if let Some(status) = end {
+            return Ok((segments, next - 1, status));
         }
+    }
+    Ok((segments, next - 1, Status::Clean))
+}
+
+/// One segment file's bytes, being scanned.
+struct SegmentScan<'a> {
+    data: &'a Bytes,
+    path: &'a Path,
+    seg_no: u32,
+    /// The last segment of the chain: the only one that may end in a torn write.
+    last: bool,
+}
+
+/// What scanning one segment's records found: its valid records, where its valid data ends,
+/// and the status to stop with, if the scan cannot go on to the next segment.
+type SegmentEnd = (u64, usize, Option<Status>);
+
+impl SegmentScan<'_> {
+    fn corrupt(&self, offset: usize, truncate_at: usize, reason: String) -> Status {
+        Status::Corrupt {
+            segment: self.path.to_owned(),
+            offset: offset as u64,
+            truncate_at: truncate_at as u64,
+            reason,
+            kind: ProblemKind::DamagedRecord,
+        }
+    }
+
+    fn torn(&self, truncate_at: usize, records: u64, provable: bool) -> Status {
+        Status::TornTail {
+            segment: self.path.to_owned(),
+            truncate_at: truncate_at as u64,
+            discarded: (self.data.len() - truncate_at) as u64,
+            records,
+            remove: false,
+            provable,
+        }
+    }
+
+    /// A version-1 segment: no trailers; write groups are known only from the records' group
+    /// field, so damage inside the last group reads as a torn write (see `FORMAT.md`).
+    fn scan_v1(
+        &self,
+        next: &mut u64,
+        on_batch: &mut dyn FnMut(&[Located]) -> Result<(), String>,
+    ) -> SegmentEnd {
+        let data = self.data;
         let mut off = SEGMENT_HEADER_LEN;
         let mut batch: Vec<Located> = Vec::new();
         let mut batch_start = off;
@@ -309,9 +385,9 @@ fn scan_files(
         let mut records = 0u64;
         let mut damage: Option<(usize, String)> = None;
         while off < data.len() {
-            match format::decode_record_at(&data, off) {
+            match format::decode_record_at(data, off) {
                 Ok((rec, len)) => {
-                    let expected = next + batch.len() as u64;
+                    let expected = *next + batch.len() as u64;
                     if rec.position != expected {
                         damage = Some((
                             off,
@@ -328,20 +404,20 @@ fn scan_files(
                     }
                     group = rec.group;
                     let end = rec.flags & FLAG_BATCH_END != 0;
-                    batch.push((rec, seg_no, off as u64));
+                    batch.push((rec, self.seg_no, off as u64));
                     off += len;
                     if end {
                         if let Err(reason) = on_batch(&batch) {
-                            let status = corrupt(
-                                batch_start as u64,
-                                batch_start as u64,
+                            let status = Status::Corrupt {
+                                segment: self.path.to_owned(),
+                                offset: batch_start as u64,
+                                truncate_at: batch_start as u64,
                                 reason,
-                                ProblemKind::Continuity,
-                            );
-                            segments.push(info(&path, name_pos, records, batch_start, file_len));
-                            return Ok((segments, next - 1, status));
+                                kind: ProblemKind::Continuity,
+                            };
+                            return (records, batch_start, Some(status));
                         }
-                        next += batch.len() as u64;
+                        *next += batch.len() as u64;
                         records += batch.len() as u64;
                         batch.clear();
                         batch_start = off;
@@ -353,77 +429,389 @@ fn scan_files(
                 }
             }
         }
-        segments.push(info(&path, name_pos, records, batch_start, file_len));
         // Zeros from a batch boundary to the end of the last segment are space the writer
         // preallocated (`LogFile::preallocate`), not damage: the log ends there, cleanly.
-        if last
+        if self.last
             && batch.is_empty()
             && damage
                 .as_ref()
                 .is_some_and(|(at, _)| data[*at..].iter().all(|&b| b == 0))
         {
-            continue;
+            return (records, batch_start, None);
         }
-        let torn = |discarded, provable| Status::TornTail {
-            segment: path.clone(),
-            truncate_at: batch_start as u64,
-            discarded,
-            remove: false,
-            provable,
-        };
         let status = match damage {
-            None if batch.is_empty() => continue,
-            None if last => torn(file_len - batch_start as u64, true),
-            None => corrupt(
-                batch_start as u64,
-                batch_start as u64,
+            None if batch.is_empty() => return (records, batch_start, None),
+            None if self.last => self.torn(batch_start, batch.len() as u64, true),
+            None => self.corrupt(
+                batch_start,
+                batch_start,
                 "segment ends inside a batch, and later segments exist".into(),
-                ProblemKind::DamagedRecord,
             ),
-            Some((at, reason)) if !last => corrupt(
-                at as u64,
-                batch_start as u64,
+            Some((at, reason)) if !self.last => self.corrupt(
+                at,
+                batch_start,
                 format!("{reason}, and later segments exist"),
-                ProblemKind::DamagedRecord,
             ),
-            Some((at, reason)) => match valid_records_after(&data, at, next - 1) {
+            Some((at, reason)) => match valid_records_after(data, at, *next - 1) {
                 // Only the last write group can be torn: the writer starts a group only after the
                 // previous one's fdatasync, so valid bytes of a later group prove the earlier
                 // groups were complete and durable.
                 groups
                     if groups
                         .iter()
-                        .all(|&g| g == group || g == next + batch.len() as u64) =>
+                        .all(|&g| g == group || g == *next + batch.len() as u64) =>
                 {
-                    torn(file_len - batch_start as u64, looks_unwritten(&data, at))
+                    self.torn(
+                        batch_start,
+                        (batch.len() + groups.len()) as u64,
+                        looks_unwritten(data, at),
+                    )
                 }
-                groups => corrupt(
-                    at as u64,
-                    batch_start as u64,
+                groups => self.corrupt(
+                    at,
+                    batch_start,
                     format!("{reason}; {} valid record(s) follow it", groups.len()),
-                    ProblemKind::DamagedRecord,
                 ),
             },
         };
-        return Ok((segments, next - 1, status));
+        (records, batch_start, Some(status))
     }
-    Ok((segments, next - 1, Status::Clean))
+
+    /// A version-2 segment: every write group ends in its trailer, and a batch counts only
+    /// once the trailer of its group has verified.
+    fn scan_v2(
+        &self,
+        next: &mut u64,
+        on_batch: &mut dyn FnMut(&[Located]) -> Result<(), String>,
+    ) -> SegmentEnd {
+        let data = self.data;
+        let mut off = SEGMENT_HEADER_LEN;
+        let mut group_start = off;
+        // The current group's records (all valid so far); its first position is `next`.
+        let mut pending: Vec<Located> = Vec::new();
+        let mut batch_open = false;
+        let mut records = 0u64;
+        let damage = loop {
+            if off >= data.len() {
+                break None;
+            }
+            match format::decode_frame_at(data, off) {
+                Ok((Frame::Record(rec), len)) => {
+                    let expected = *next + pending.len() as u64;
+                    if rec.position != expected {
+                        break Some((
+                            off,
+                            format!("record has position {}, expected {expected}", rec.position),
+                        ));
+                    }
+                    if rec.group != *next {
+                        break Some((
+                            off,
+                            format!(
+                                "record {} claims group {}, but its write group starts at {}",
+                                rec.position, rec.group, *next
+                            ),
+                        ));
+                    }
+                    batch_open = rec.flags & FLAG_BATCH_END == 0;
+                    pending.push((rec, self.seg_no, off as u64));
+                    off += len;
+                }
+                Ok((Frame::Trailer(t), len)) => {
+                    if let Err(reason) =
+                        trailer_fits(&t, group_start, off, *next, pending.len(), batch_open)
+                    {
+                        break Some((off, reason));
+                    }
+                    // The group is complete: hand its batches over.
+                    let mut from = 0;
+                    for i in 0..pending.len() {
+                        if pending[i].0.flags & FLAG_BATCH_END == 0 {
+                            continue;
+                        }
+                        if let Err(reason) = on_batch(&pending[from..=i]) {
+                            let status = Status::Corrupt {
+                                segment: self.path.to_owned(),
+                                offset: pending[from].2,
+                                truncate_at: group_start as u64,
+                                reason,
+                                kind: ProblemKind::Continuity,
+                            };
+                            return (records, group_start, Some(status));
+                        }
+                        from = i + 1;
+                    }
+                    *next += pending.len() as u64;
+                    records += pending.len() as u64;
+                    pending.clear();
+                    off += len;
+                    group_start = off;
+                }
+                Err(e) => break Some((off, e.to_string())),
+            }
+        };
+        let status = match damage {
+            None if pending.is_empty() => return (records, group_start, None),
+            // The file ends inside a group: its trailer was never written.
+            None if self.last => self.torn(group_start, pending.len() as u64, true),
+            None => self.corrupt(
+                group_start,
+                group_start,
+                "segment ends inside a write group, and later segments exist".into(),
+            ),
+            // Zeros from a group boundary on: preallocated space, the clean end of the log.
+            Some((at, _))
+                if self.last && pending.is_empty() && data[at..].iter().all(|&b| b == 0) =>
+            {
+                return (records, group_start, None)
+            }
+            Some((at, reason)) if !self.last => self.corrupt(
+                at,
+                group_start,
+                format!("{reason}, and later segments exist"),
+            ),
+            Some((at, reason)) => {
+                self.last_group(group_start, at, *next, &pending, batch_open, reason)
+            }
+        };
+        (records, group_start, Some(status))
+    }
+
+    /// Classifies damage at `at` inside the last write group of the last segment (a
+    /// version-2 segment): the group starts at `start` with position `first`; `pending` are
+    /// its valid records before the damage (`batch_open`: the last of them does not end its
+    /// batch). A torn write — the crash came before the group's fdatasync returned, so none
+    /// of it was acknowledged — is cut; damage to a group that provably reached the disk
+    /// whole is corruption of acknowledged data.
+    fn last_group(
+        &self,
+        start: usize,
+        at: usize,
+        first: u64,
+        pending: &[Located],
+        batch_open: bool,
+        reason: String,
+    ) -> Status {
+        let data = self.data;
+        // A frame that verifies but does not fit (position, group, trailer fields) is as it
+        // was written: no torn write puts it there.
+        if format::decode_frame_at(data, at).is_ok() {
+            return Status::Corrupt {
+                segment: self.path.to_owned(),
+                offset: at as u64,
+                truncate_at: start as u64,
+                reason,
+                kind: ProblemKind::Continuity,
+            };
+        }
+        let found = valid_frames_after(data, at, first);
+        // Bytes of a later group prove this one's fdatasync returned: the writer starts a
+        // group's write only after the previous group's fdatasync.
+        let later = found.iter().filter(|f| f.group != first).count();
+        if later > 0 {
+            return self.corrupt(
+                at,
+                start,
+                format!("{reason}; {later} valid frame(s) of a later write group follow it"),
+            );
+        }
+        let trailer = found
+            .iter()
+            .find_map(|f| f.trailer.as_ref().map(|t| (f.offset, t)));
+        let Some((t_at, t)) = trailer else {
+            // No trailer of this group verifies: it never (completely) reached the disk — or
+            // it is the damage itself, right after the group's last record.
+            if !batch_open
+                && !pending.is_empty()
+                && trailer_damaged(data, start, at, first, pending.len())
+            {
+                return self.corrupt(
+                    at,
+                    start,
+                    format!(
+                        "the trailer of the last write group (positions {first}..={}) is damaged \
+                         ({reason}), while all its records verify: damage to acknowledged data",
+                        first + pending.len() as u64 - 1
+                    ),
+                );
+            }
+            let records = pending.len() + found.len();
+            return self.torn(start, records as u64, true);
+        };
+        if t_at as u64 - t.len != start as u64 {
+            return self.corrupt(
+                at,
+                start,
+                format!(
+                    "{reason}; the write group's trailer at offset {t_at} says the group starts at \
+                     offset {}, not {start}",
+                    t_at as u64 - t.len
+                ),
+            );
+        }
+        // The group's end reached the disk: compare each of its sectors with its checksum. A
+        // sector that differs and reads as zeros was never written (a torn write: writes are
+        // not ordered before fdatasync); one that differs otherwise changed after it was
+        // written.
+        let mut missing = 0u64;
+        let mut altered = None;
+        for (i, (a, b)) in format::sector_ranges(start as u64, t_at as u64).enumerate() {
+            let bytes = &data[a as usize..b as usize];
+            if crc32c::crc32c(bytes) == t.sector_crc(i) {
+                continue;
+            }
+            if bytes.iter().all(|&x| x == 0) {
+                missing += 1;
+            } else if altered.is_none() {
+                altered = Some(a);
+            }
+        }
+        let last_pos = first + u64::from(t.records) - 1;
+        match altered {
+            Some(sector) => self.corrupt(
+                at,
+                start,
+                format!(
+                    "{reason}; the last write group (positions {first}..={last_pos}) was written \
+                     whole (its trailer at offset {t_at} verifies) and its bytes at offset \
+                     {sector} differ from what was written: damage to acknowledged data"
+                ),
+            ),
+            None if missing == 0 => self.corrupt(
+                at,
+                start,
+                format!("{reason}, although every sector checksum of its write group verifies"),
+            ),
+            None => self.torn(start, u64::from(t.records), true),
+        }
+    }
 }
 
-fn info(
-    path: &Path,
-    first_position: u64,
-    records: u64,
-    valid_len: usize,
-    file_len: u64,
-) -> SegmentInfo {
-    SegmentInfo {
-        path: path.to_owned(),
-        first_position,
-        records,
-        valid_len: valid_len as u64,
-        file_len,
+/// Checks a trailer that verified against the group it ends: it must end a non-empty group at
+/// a batch boundary and name its first position, record count and byte length.
+fn trailer_fits(
+    t: &format::GroupTrailer,
+    group_start: usize,
+    at: usize,
+    first: u64,
+    records: usize,
+    batch_open: bool,
+) -> Result<(), String> {
+    if records == 0 {
+        return Err(format!(
+            "a write group trailer (group {}) ends no records",
+            t.first
+        ));
     }
+    if batch_open {
+        return Err("a write group trailer ends a group inside a batch".into());
+    }
+    if t.first != first || t.records as usize != records || t.len != (at - group_start) as u64 {
+        return Err(format!(
+            "write group trailer says group {}, {} records, {} bytes; the group is {first}, \
+             {records} records, {} bytes",
+            t.first,
+            t.records,
+            t.len,
+            at - group_start
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the bytes at `at`, right after the last valid record of the group at `start` (one
+/// that ends a batch), are that group's trailer changed after it was written, rather than a
+/// trailer or further records that never (completely) reached the disk.
+///
+/// Whatever way a write is torn — sectors or pages missing in any order (they read as the
+/// zeros the writer preallocated), or the write cut short at any byte (a killed process, a
+/// short write) — each byte on disk is the byte written or zero, or lies past the end of the
+/// file. So the trailer is damaged if a byte differs from the expected trailer's and is not
+/// zero, and the bytes cannot be the start of a further record of the group, torn.
+fn trailer_damaged(data: &[u8], start: usize, at: usize, first: u64, records: usize) -> bool {
+    let Ok(records_u32) = u32::try_from(records) else {
+        return false;
+    };
+    let expected = format::expected_trailer(&data[start..at], start as u64, first, records_u32);
+    let end = (at + expected.len()).min(data.len());
+    let altered = data[at..end]
+        .iter()
+        .zip(&expected)
+        .any(|(&d, &e)| d != e && d != 0);
+    altered && !could_be_record(data, start, at, first + records as u64, first)
+}
+
+/// Whether the frame at `at` may be the start of the record at `position` of the group at
+/// `start` (first position `group`), as written or torn (see [`trailer_damaged`]): its
+/// position and group fields hold, byte by byte, the expected value or zeros, and its length
+/// field is plausible, unless it may be unwritten (zeros follow it up to the group field, or
+/// it lies in a sector that reads as zeros from the group's start).
+fn could_be_record(data: &[u8], start: usize, at: usize, position: u64, group: u64) -> bool {
+    let byte = |i: usize| data.get(at + i).copied().unwrap_or(0);
+    let field_ok = |o: usize, want: u64| {
+        want.to_le_bytes()
+            .iter()
+            .enumerate()
+            .all(|(i, &w)| matches!(byte(o + i), b if b == w || b == 0))
+    };
+    let len_ok = {
+        let len = u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]) as usize;
+        let sector = (at as u64 / format::SECTOR * format::SECTOR) as usize;
+        let sector_zero = data
+            [sector.max(start)..(sector + format::SECTOR as usize).min(data.len())]
+            .iter()
+            .all(|&x| x == 0);
+        (format::BODY_FIXED_LEN..=format::MAX_BODY_LEN).contains(&len)
+            || (4..32).all(|i| byte(i) == 0)
+            || sector_zero
+    };
+    len_ok && field_ok(8, position) && field_ok(24, group)
+}
+
+/// A valid frame found after damage: where, its write group, and the trailer if it is one.
+struct Found {
+    offset: usize,
+    group: u64,
+    trailer: Option<format::GroupTrailer>,
+}
+
+/// The valid frames (records and trailers of group `first` or later) found anywhere after
+/// the damage at `at`, byte by byte, with a cheap plausibility filter before the CRC.
+fn valid_frames_after(data: &Bytes, at: usize, first: u64) -> Vec<Found> {
+    let mut found = Vec::new();
+    let room = (data.len() - at) as u64;
+    let mut off = at + 1;
+    while off + FRAME_HEADER_LEN + format::TRAILER_FIXED_BODY + 4 <= data.len() {
+        let rest = &data[off..];
+        let u64_at = |o: usize| u64::from_le_bytes(rest[o..o + 8].try_into().expect("8 bytes"));
+        let plausible = format::any_frame_len(rest).is_ok_and(|len| off + len <= data.len()) && {
+            let p = match u64_at(8) {
+                0 => u64_at(16),
+                p => p,
+            };
+            p >= first && p - first <= room
+        };
+        if plausible {
+            if let Ok((frame, len)) = format::decode_frame_at(data, off) {
+                found.push(match frame {
+                    Frame::Record(r) => Found {
+                        offset: off,
+                        group: r.group,
+                        trailer: None,
+                    },
+                    Frame::Trailer(t) => Found {
+                        offset: off,
+                        group: t.first,
+                        trailer: Some(t),
+                    },
+                });
+                off += len;
+                continue;
+            }
+        }
+        off += 1;
+    }
+    found
 }
 
 /// Whether the damage at `at` looks like bytes that were never written: the file ends inside

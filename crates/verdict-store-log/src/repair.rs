@@ -370,13 +370,34 @@ fn header_names_other(segment: &Path) -> bool {
     )
 }
 
+/// The format version a segment's records show: 2 if a write group trailer follows its
+/// first records, 1 if its records run on into a second group without one (or end without
+/// one: then both read the same records).
+fn records_version(data: &bytes::Bytes) -> u32 {
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut group = None;
+    while let Ok((frame, len)) = format::decode_frame_at(data, off) {
+        match frame {
+            format::Frame::Trailer(_) => return format::FORMAT_VERSION,
+            format::Frame::Record(r) if group.is_some_and(|g| g != r.group) => break,
+            format::Frame::Record(r) => group = Some(r.group),
+        }
+        off += len;
+    }
+    format::FORMAT_VERSION_1
+}
+
 fn rewrite_header(segment: &Path, first: u64) -> Result<(), LogError> {
     use std::os::unix::fs::FileExt;
+    let data = bytes::Bytes::from(
+        fs::read(segment).map_err(|e| LogError::io(format!("reading {}", segment.display()), e))?,
+    );
+    let header = format::encode_segment_header_version(first, records_version(&data));
     let f = fs::OpenOptions::new()
         .write(true)
         .open(segment)
         .map_err(|e| LogError::io(format!("opening {}", segment.display()), e))?;
-    f.write_all_at(&format::encode_segment_header(first), 0)
+    f.write_all_at(&header, 0)
         .and_then(|()| f.sync_all())
         .map_err(|e| LogError::io(format!("rewriting the header of {}", segment.display()), e))
 }

@@ -270,6 +270,11 @@ impl Core {
         let result = if buf.is_empty() {
             Ok(outcomes)
         } else {
+            // The group's trailer, in the same buffer and so the same write: a trailer that
+            // verifies on disk proves the whole group reached it (see `format::GroupTrailer`).
+            let records = u32::try_from(self.next_position - group_first)
+                .expect("fewer than 2^32 records in a group");
+            format::encode_group_trailer(&mut buf, 0, self.active_len, group_first, records);
             match self.write_and_sync(shared, &buf) {
                 Ok(()) => {
                     shared
@@ -488,7 +493,7 @@ impl Core {
 
     /// Starts a new segment named by the next position: create, write the header, fsync the
     /// file and the directory, and only then put records in it.
-    fn roll(&mut self, shared: &Shared) -> std::io::Result<()> {
+    pub(crate) fn roll(&mut self, shared: &Shared) -> std::io::Result<()> {
         // Only the last segment may end in zeros (recovery reads zeros anywhere else as
         // damage), so the old one is cut to its data, durably, before the next exists.
         if let Some(old) = self.active.as_mut() {

@@ -9,13 +9,19 @@ use bytes::Bytes;
 use uuid::Uuid;
 use verdict_store::conformance::events;
 use verdict_store::{EventStore, ExpectedVersion};
-use verdict_store_log::format::{self, RecordRef, FLAG_BATCH_END};
+use verdict_store_log::format::{self, Frame, RecordRef, FLAG_BATCH_END};
 use verdict_store_log::recovery::{self, segment_path, Status};
 use verdict_store_log::{LogError, LogOptions, LogStore, RepairAction};
 
 /// Writes batches of these sizes (one group each: appended one after another) and returns
-/// the directory, its single segment, and the byte offset where each record starts.
+/// its single segment and the byte offset where each record starts.
 async fn build(dir: &Path, sizes: &[u64]) -> (PathBuf, Vec<u64>) {
+    let (segment, records, _) = build_with_trailers(dir, sizes).await;
+    (segment, records)
+}
+
+/// [`build`], also returning the offset of each group's trailer.
+async fn build_with_trailers(dir: &Path, sizes: &[u64]) -> (PathBuf, Vec<u64>, Vec<u64>) {
     let store = LogStore::open(dir, LogOptions::default()).unwrap();
     for (i, &n) in sizes.iter().enumerate() {
         store
@@ -30,13 +36,18 @@ async fn build(dir: &Path, sizes: &[u64]) -> (PathBuf, Vec<u64>) {
     store.close().await.unwrap();
     let segment = segment_path(dir, 1);
     let data = Bytes::from(fs::read(&segment).unwrap());
-    let mut offsets = Vec::new();
+    let (mut records, mut trailers) = (Vec::new(), Vec::new());
     let mut off = format::SEGMENT_HEADER_LEN;
     while off < data.len() {
-        offsets.push(off as u64);
-        off += format::decode_record(&data.slice(off..)).unwrap().1;
+        let (frame, len) = format::decode_frame_at(&data, off).unwrap();
+        match frame {
+            Frame::Record(_) => records.push(off as u64),
+            Frame::Trailer(_) => trailers.push(off as u64),
+        }
+        off += len;
     }
-    (segment, offsets)
+    assert_eq!(trailers.len(), sizes.len(), "one group per append");
+    (segment, records, trailers)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -145,18 +156,276 @@ async fn a_bit_flip_in_a_middle_record_refuses_to_open_naming_segment_and_offset
 }
 
 #[tokio::test]
-async fn a_bit_flip_in_the_last_record_is_a_torn_tail() {
+async fn a_bit_flip_in_the_last_record_of_a_version_1_log_is_cut_with_a_new_generation() {
+    // Version-1 segments have no group trailers: damage in the last group cannot be told from
+    // a torn write, so it is cut (the old rule), with a new identity generation.
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("orig");
-    let (segment, offsets) = build(&original, &[1, 2, 1]).await;
-    let file_len = fs::metadata(&segment).unwrap().len();
+    fs::create_dir_all(&original).unwrap();
+    let offsets = handmade_segment(&segment_path(&original, 1), &[1, 2, 3, 4]);
+    let file_len = fs::metadata(segment_path(&original, 1)).unwrap().len();
     for byte in offsets[3]..file_len {
         let dir = tmp.path().join(format!("flip-{byte}"));
         copy_dir(&original, &dir);
         flip(&segment_path(&dir, 1), byte, 3);
+        assert!(
+            matches!(recovery::check(&dir).unwrap().status, Status::TornTail { truncate_at, .. } if truncate_at == offsets[3]),
+            "flip at {byte}"
+        );
         assert_eq!(head_of(&dir).await, 3, "flip at {byte}");
         fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// The frame (record or trailer) of `starts` that holds byte `byte`.
+fn frame_of(starts: &[u64], byte: u64) -> u64 {
+    *starts.iter().rev().find(|&&s| s <= byte).unwrap()
+}
+
+#[tokio::test]
+async fn a_flipped_bit_anywhere_in_a_synced_last_group_refuses_to_open() {
+    // The last group (records 4, 5, 6 in one batch, then its trailer) was written and synced
+    // whole: a flipped bit in it is damage to acknowledged data, not a torn write.
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    let (segment, records, trailers) = build_with_trailers(&original, &[1, 2, 3]).await;
+    let identity = identity_of(&original).await;
+    let file_len = fs::metadata(&segment).unwrap().len();
+    let group_start = records[3];
+    let mut frames: Vec<u64> = records[3..].to_vec();
+    frames.push(trailers[2]);
+    for byte in group_start..file_len {
+        for bit in [byte % 8, (byte + 5) % 8] {
+            let dir = tmp.path().join(format!("flip-{byte}-{bit}"));
+            copy_dir(&original, &dir);
+            let seg = segment_path(&dir, 1);
+            flip(&seg, byte, bit as u8);
+            let at = frame_of(&frames, byte);
+            match LogStore::open(&dir, LogOptions::default()) {
+                Err(LogError::Corrupt {
+                    segment,
+                    offset,
+                    reason,
+                }) => {
+                    assert_eq!(
+                        (segment, offset),
+                        (seg.clone(), at),
+                        "flip at {byte}: {reason}"
+                    );
+                    assert!(reason.contains("acknowledged"), "flip at {byte}: {reason}");
+                }
+                other => panic!("flip at {byte}.{bit}: expected Corrupt, got {other:?}"),
+            }
+            let report = recovery::check(&dir).unwrap();
+            assert!(!report.opens(), "flip at {byte}");
+            assert!(
+                matches!(report.status, Status::Corrupt { offset, truncate_at, .. } if offset == at && truncate_at == group_start),
+                "flip at {byte}: {:?}",
+                report.status
+            );
+            // Refusing changed nothing: not the file, not the identity.
+            assert_eq!(recovery::check(&dir).unwrap().identity.unwrap(), identity);
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn repair_cuts_a_damaged_last_group_after_a_backup_with_a_new_generation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    let (segment, records, trailers) = build_with_trailers(&original, &[1, 2, 3]).await;
+    let identity = identity_of(&original).await;
+    let original_bytes = fs::read(&segment).unwrap();
+    // First, middle and last record of the last group, and its trailer.
+    for (what, at) in [
+        ("first record", records[3] + 30),
+        ("middle record", records[4] + 70),
+        ("last record", records[5] + 9),
+        ("trailer", trailers[2] + 20),
+    ] {
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        copy_dir(&original, &dir);
+        let seg = segment_path(&dir, 1);
+        flip(&seg, at, 2);
+        let damaged = fs::read(&seg).unwrap();
+        assert!(
+            LogStore::open(&dir, LogOptions::default()).is_err(),
+            "{what}"
+        );
+        let outcome = verdict_store_log::repair(&dir, "t").unwrap();
+        assert_eq!(outcome.head, 3, "{what}");
+        assert_eq!(
+            outcome.actions,
+            vec![RepairAction::Truncated {
+                segment: seg.clone(),
+                from: records[3],
+                bytes: original_bytes.len() as u64 - records[3],
+                first_lost: Some(4),
+            }],
+            "{what}"
+        );
+        let backup = outcome.backup.unwrap();
+        assert_eq!(
+            fs::read(backup.join(seg.file_name().unwrap())).unwrap(),
+            damaged
+        );
+        let after = outcome.identity.unwrap();
+        assert_ne!(
+            after, identity,
+            "{what}: events were removed: new generation"
+        );
+        assert_eq!(
+            after.rsplit_once('.').unwrap().0,
+            identity.rsplit_once('.').unwrap().0
+        );
+        assert_eq!(
+            recovery::check(&dir).unwrap().status,
+            Status::Clean,
+            "{what}"
+        );
+        assert_eq!(head_of(&dir).await, 3, "{what}");
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            original_bytes[..records[3] as usize]
+        );
+    }
+}
+
+/// Zeros `data[from..to]` where it lies at or after `floor`.
+fn zero_from(data: &mut [u8], floor: u64, from: u64, to: u64) {
+    let from = from.max(floor) as usize;
+    let to = (to as usize).min(data.len());
+    if from < to {
+        data[from..to].fill(0);
+    }
+}
+
+#[tokio::test]
+async fn a_torn_last_group_is_cut_and_never_refused() {
+    // A last group of four ~700-byte records over several sectors. A power cut before its
+    // fdatasync returned may keep any subset of its sectors (the others read as the zeros the
+    // writer preallocated), and the file may end anywhere in it; a killed process or a
+    // short write keeps a prefix. Every such image is a torn write: cut, never refused.
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    let store = LogStore::open(&original, LogOptions::default()).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, events("E", 2))
+        .await
+        .unwrap();
+    let mut big = events("E", 4);
+    for e in &mut big {
+        e.payload = vec![b'x'; 700].into();
+    }
+    store.append("s", ExpectedVersion::Any, big).await.unwrap();
+    store.close().await.unwrap();
+    let segment = segment_path(&original, 1);
+    let data = fs::read(&segment).unwrap();
+    let report = recovery::check(&original).unwrap();
+    assert_eq!(report.status, Status::Clean);
+    // Where the last group starts: after the first group's trailer.
+    let bytes = Bytes::from(data.clone());
+    let mut off = format::SEGMENT_HEADER_LEN;
+    let group_start = loop {
+        let (frame, len) = format::decode_frame_at(&bytes, off).unwrap();
+        off += len;
+        if matches!(frame, Frame::Trailer(_)) {
+            break off as u64;
+        }
+    };
+    let sectors: Vec<(u64, u64)> = format::sector_ranges(group_start, data.len() as u64).collect();
+    assert!(sectors.len() >= 6, "{} sectors", sectors.len());
+    let mut images = Vec::new();
+    // Any subset of the sectors lost, as is or with the file ending inside the group.
+    for mask in 1u32..(1 << sectors.len()).min(1 << 8) {
+        let mut d = data.clone();
+        for (i, &(a, b)) in sectors.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                zero_from(&mut d, group_start, a / 512 * 512, b);
+            }
+        }
+        images.push(d.clone());
+        let cut = group_start + u64::from(mask * 97) % (data.len() as u64 - group_start);
+        d.truncate(cut as usize);
+        images.push(d);
+    }
+    // The write cut short at any byte, the rest still the preallocated zeros.
+    for cut in group_start..data.len() as u64 {
+        let mut d = data.clone();
+        d[cut as usize..].fill(0);
+        d.extend_from_slice(&[0; 4096]);
+        images.push(d);
+    }
+    let dir = tmp.path().join("torn");
+    copy_dir(&original, &dir);
+    let seg = segment_path(&dir, 1);
+    for (i, image) in images.iter().enumerate() {
+        fs::write(&seg, image).unwrap();
+        let status = recovery::check(&dir).unwrap().status;
+        assert!(
+            matches!(status, Status::TornTail { truncate_at, provable: true, .. } if truncate_at == group_start)
+                || status == Status::Clean,
+            "image {i}: {status:?}"
+        );
+    }
+    // Opening cuts it, with the old head; spot-check a few through a real open.
+    for image in images.iter().step_by(37) {
+        fs::write(&seg, image).unwrap();
+        assert_eq!(head_of(&dir).await, 2);
+    }
+}
+
+#[tokio::test]
+async fn a_version_1_log_opens_and_appends_go_to_a_new_version_2_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    fs::create_dir_all(&dir).unwrap();
+    // A log written before group trailers (and before manifests): groups {1,2}, {3,4,5}.
+    handmade_segment(&segment_path(&dir, 1), &[1, 1, 3, 3, 3]);
+    let before = fs::read(segment_path(&dir, 1)).unwrap();
+    assert_eq!(recovery::check(&dir).unwrap().status, Status::Clean);
+    let store = LogStore::open(&dir, LogOptions::default()).unwrap();
+    assert_eq!(store.head().await.unwrap(), 5);
+    let r = store
+        .append("s", ExpectedVersion::Exact(5), events("E", 2))
+        .await
+        .unwrap();
+    assert_eq!(r.first_position, 6);
+    assert_eq!(store.read_all(1, 100).await.unwrap().len(), 7);
+    store.close().await.unwrap();
+    // The version-1 segment is sealed unchanged; the new one is version 2.
+    assert_eq!(fs::read(segment_path(&dir, 1)).unwrap(), before);
+    let report = recovery::check(&dir).unwrap();
+    assert_eq!(report.status, Status::Clean);
+    let versions: Vec<(u64, u32)> = report
+        .segments
+        .iter()
+        .map(|s| (s.first_position, s.version))
+        .collect();
+    assert_eq!(versions, [(1, 1), (6, 2)]);
+    assert_eq!(head_of(&dir).await, 7);
+
+    // A version-1 log whose active segment holds nothing but its header: rewritten as
+    // version 2 in place.
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    fs::write(
+        segment_path(&empty, 1),
+        format::encode_segment_header_version(1, format::FORMAT_VERSION_1),
+    )
+    .unwrap();
+    let store = LogStore::open(&empty, LogOptions::default()).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, events("E", 1))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let report = recovery::check(&empty).unwrap();
+    assert_eq!(report.status, Status::Clean);
+    assert_eq!(report.segments.len(), 1);
+    assert_eq!(report.segments[0].version, format::FORMAT_VERSION);
+    assert_eq!(head_of(&empty).await, 1);
 }
 
 /// Appends single events to stream `s`, versions `from + 1 ..= from + n`, one append each.
@@ -250,13 +519,22 @@ async fn damage_in_an_earlier_segment_is_corruption_and_repair_cuts_it_off_after
     store.close().await.unwrap();
 }
 
-/// Encodes one single-event batch per position, with the given group of each.
+/// A version-1 segment (no group trailers) of one single-event batch per position, with the
+/// given group of each; returns the records' offsets.
 fn handmade_segment(path: &Path, groups: &[u64]) -> Vec<u64> {
-    let mut buf = format::encode_segment_header(1).to_vec();
-    let mut offsets = Vec::new();
+    handmade(path, groups, format::FORMAT_VERSION_1, 50).0
+}
+
+/// A segment of format `version` holding one single-event batch (`payload` bytes) per
+/// position, with the given group of each; in version 2 each group ends with its trailer.
+/// Returns the offsets of the records and of the trailers.
+fn handmade(path: &Path, groups: &[u64], version: u32, payload: usize) -> (Vec<u64>, Vec<u64>) {
+    let mut buf = format::encode_segment_header_version(1, version).to_vec();
+    let (mut offsets, mut trailers) = (Vec::new(), Vec::new());
+    let mut group_start = buf.len();
     for (i, &group) in groups.iter().enumerate() {
         offsets.push(buf.len() as u64);
-        let payload = vec![b'x'; 50];
+        let payload = vec![b'x'; payload];
         format::encode_record(
             &mut buf,
             &RecordRef {
@@ -273,9 +551,15 @@ fn handmade_segment(path: &Path, groups: &[u64]) -> Vec<u64> {
                 payload: &payload,
             },
         );
+        if version == format::FORMAT_VERSION && groups.get(i + 1) != Some(&group) {
+            trailers.push(buf.len() as u64);
+            let records = (i as u64 + 2 - group) as u32;
+            format::encode_group_trailer(&mut buf, group_start, group_start as u64, group, records);
+            group_start = buf.len();
+        }
     }
     fs::write(path, &buf).unwrap();
-    offsets
+    (offsets, trailers)
 }
 
 fn zero(path: &Path, from: u64, to: u64) {
@@ -285,7 +569,43 @@ fn zero(path: &Path, from: u64, to: u64) {
 }
 
 #[tokio::test]
-async fn a_hole_inside_the_last_write_group_is_a_torn_write_but_not_in_an_earlier_group() {
+async fn a_zeroed_sector_inside_a_trailed_last_group_is_a_torn_write_a_zeroed_record_is_not() {
+    // Groups {1,2}, {3,4,5} of ~1 KiB records, each group ended by its trailer. A sector of
+    // record 4 reading as zeros, with the trailer intact: the group's write reached the disk
+    // out of order before its fsync returned (a sector never written reads as zeros).
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    fs::create_dir_all(&dir).unwrap();
+    let seg = segment_path(&dir, 1);
+    let (offs, trailers) = handmade(&seg, &[1, 1, 3, 3, 3], format::FORMAT_VERSION, 1000);
+    assert_eq!(trailers.len(), 2);
+    let sector = offs[3].next_multiple_of(512);
+    assert!(sector + 512 <= offs[4]);
+    zero(&seg, sector, sector + 512);
+    let report = recovery::check(&dir).unwrap();
+    assert!(
+        matches!(report.status, Status::TornTail { truncate_at, records: 3, provable: true, .. } if truncate_at == offs[2]),
+        "{:?}",
+        report.status
+    );
+    assert_eq!(head_of(&dir).await, 2);
+
+    // Zeros over exactly record 4, while the rest of the sectors it shares with records 3
+    // and 5 hold what was written: no torn write does that (a sector is written whole or
+    // not at all). The trailer proves the group complete: corruption.
+    let dir = tmp.path().join("b");
+    fs::create_dir_all(&dir).unwrap();
+    let seg = segment_path(&dir, 1);
+    let (offs, _) = handmade(&seg, &[1, 1, 3, 3, 3], format::FORMAT_VERSION, 1000);
+    zero(&seg, offs[3], offs[4]);
+    assert!(
+        matches!(LogStore::open(&dir, LogOptions::default()), Err(LogError::Corrupt { offset, .. }) if offset == offs[3])
+    );
+}
+
+#[tokio::test]
+async fn a_hole_inside_the_last_write_group_of_a_version_1_log_is_a_torn_write_but_not_in_an_earlier_group(
+) {
     // Groups: {1,2}, {3,4,5}. A hole in record 4 with record 5 intact can only be a write of
     // group 3 that reached the disk out of order before its fsync: torn, nothing acked lost.
     let tmp = tempfile::tempdir().unwrap();
@@ -319,7 +639,12 @@ async fn a_segment_torn_at_creation_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     fs::create_dir_all(&dir).unwrap();
-    handmade_segment(&segment_path(&dir, 1), &[1, 2, 3]);
+    handmade(
+        &segment_path(&dir, 1),
+        &[1, 2, 3],
+        format::FORMAT_VERSION,
+        50,
+    );
     let next = segment_path(&dir, 4);
     fs::write(&next, &format::encode_segment_header(4)[..10]).unwrap();
     assert_eq!(head_of(&dir).await, 3);
@@ -345,6 +670,7 @@ fn a_version_gap_with_valid_checksums_is_corruption() {
     fs::create_dir_all(&dir).unwrap();
     let mut buf = format::encode_segment_header(1).to_vec();
     for (p, v) in [(1, 1), (2, 3)] {
+        let start = buf.len();
         format::encode_record(
             &mut buf,
             &RecordRef {
@@ -361,6 +687,7 @@ fn a_version_gap_with_valid_checksums_is_corruption() {
                 payload: b"",
             },
         );
+        format::encode_group_trailer(&mut buf, start, start as u64, p, 1);
     }
     fs::write(segment_path(&dir, 1), buf).unwrap();
     let err = LogStore::open(&dir, LogOptions::default()).unwrap_err();
@@ -504,8 +831,7 @@ async fn identity_of(dir: &Path) -> String {
 }
 
 #[tokio::test]
-async fn a_torn_last_group_is_cut_quietly_but_damage_to_a_complete_last_record_changes_the_identity(
-) {
+async fn a_torn_last_group_is_cut_quietly_but_damage_to_a_complete_last_record_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let original = tmp.path().join("orig");
     let (segment, offsets) = build(&original, &[1, 2, 3]).await;
@@ -530,22 +856,18 @@ async fn a_torn_last_group_is_cut_quietly_but_damage_to_a_complete_last_record_c
     assert_eq!(head_of(&zeros).await, 3);
     assert_eq!(identity_of(&zeros).await, identity);
 
-    // A flipped bit in a complete last record: it may have been acknowledged, so the cut
-    // gives the log a new identity generation (read models built on it are rebuilt).
+    // A flipped bit in a complete last record: its group's trailer verifies, so it was
+    // written whole: damage to (possibly) acknowledged data, refused like damage before the
+    // tail (see `a_flipped_bit_anywhere_in_a_synced_last_group_refuses_to_open`).
     let flipped = tmp.path().join("flipped");
     copy_dir(&original, &flipped);
     flip(&segment_path(&flipped, 1), offsets[5] + 40, 1);
     assert!(matches!(
         recovery::check(&flipped).unwrap().status,
-        Status::TornTail {
-            provable: false,
-            ..
-        }
+        Status::Corrupt { offset, .. } if offset == offsets[5]
     ));
-    assert_eq!(head_of(&flipped).await, 3);
-    let after = identity_of(&flipped).await;
-    assert_ne!(after, identity);
-    let (id, generation) = after.rsplit_once('.').unwrap();
-    assert!(identity.starts_with(id), "same log, new generation");
-    assert_eq!(generation, "1");
+    assert!(matches!(
+        LogStore::open(&flipped, LogOptions::default()),
+        Err(LogError::Corrupt { .. })
+    ));
 }

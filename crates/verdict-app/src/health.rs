@@ -114,6 +114,10 @@ impl Health {
     }
 }
 
+/// How long a restarted feed must run without error (or deliver) before its component is
+/// reported up again.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// Exponential backoff between retries: doubles from `initial` up to `max`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -168,10 +172,9 @@ pub async fn pause(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> boo
     }
 }
 
-/// Runs the task `make` builds until it returns `Ok` (it stops at shutdown) or `shutdown`
-/// flips. An `Err` or a panic marks `name` down with the cause and, after a backoff,
-/// starts a new task; the task marks itself up again once it works (a task that returns
-/// no error is assumed healthy from its start).
+/// Runs the task `make` builds until `shutdown` flips. A task that ends before then —
+/// with an `Err`, a panic, or `Ok` (a feed that ended) — marks `name` down with the cause
+/// and, after a backoff, a new task starts; the task marks itself up again once it works.
 pub async fn supervise<F, Fut>(
     name: &'static str,
     health: Health,
@@ -186,10 +189,10 @@ pub async fn supervise<F, Fut>(
     loop {
         let outcome = tokio::spawn(make()).await;
         let reason = match outcome {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) if *shutdown.borrow() => return,
+            Ok(Ok(())) => "ended unexpectedly".to_owned(),
             Ok(Err(reason)) => reason,
-            Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e)),
-            Err(e) => format!("task ended: {e}"),
+            Err(e) => join_failure(e),
         };
         if *shutdown.borrow() {
             return;
@@ -201,13 +204,18 @@ pub async fn supervise<F, Fut>(
     }
 }
 
-fn panic_message(e: tokio::task::JoinError) -> String {
+/// What a task that did not return was: a panic with its message, or cancelled.
+pub fn join_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("task ended: {e}");
+    }
     let payload = e.into_panic();
-    payload
+    let message = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("panicked: {message}")
 }
 
 #[cfg(test)]
@@ -250,21 +258,31 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let runs = Arc::new(AtomicU32::new(0));
         let counter = runs.clone();
+        let stop = rx.clone();
         let task = tokio::spawn(supervise("worker", h.clone(), rx, move || {
             let n = counter.fetch_add(1, Ordering::SeqCst);
+            let mut stop = stop.clone();
             async move {
                 match n {
                     0 => Err("store unavailable".to_owned()),
                     1 => panic!("boom"),
-                    _ => Ok(()),
+                    // A feed that ends by itself is a failure too.
+                    2 => Ok(()),
+                    _ => {
+                        let _ = stop.wait_for(|s| *s).await;
+                        Ok(())
+                    }
                 }
             }
         }));
-        task.await.unwrap();
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        while runs.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let c = &h.components()[0];
-        assert_eq!(c.failures, 1, "down twice in a row counts one outage");
-        assert_eq!(c.error.as_deref(), Some("panicked: boom"));
-        drop(tx);
+        assert_eq!(c.failures, 1, "down three times in a row counts one outage");
+        assert_eq!(c.error.as_deref(), Some("ended unexpectedly"));
+        tx.send_replace(true);
+        task.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 4);
     }
 }

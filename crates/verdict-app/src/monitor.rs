@@ -12,6 +12,7 @@ use crate::health::Health;
 use crate::queries;
 use crate::readmodel::{BucketStats, ExperimentView, HOUR_MICROS};
 use crate::service::{Clock, CommandService};
+use crate::AppError;
 use crate::Projections;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -335,6 +336,7 @@ impl MonitorRunner {
         // Decide under the read lock, act after releasing it (acting appends events,
         // which the projector needs the write lock to apply).
         let mut todo = Vec::new();
+        let mut stops = Vec::new();
         {
             let model = self.projections.read().await;
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -368,6 +370,11 @@ impl MonitorRunner {
                             pending.insert(key_resolve);
                             todo.push((id.clone(), f, Some(a.alert_id), auto_stop));
                         }
+                        // A P1 still firing on a running experiment: its stop failed (or is
+                        // not projected yet); stop again, an already stopped one is fine.
+                        (true, Some(a)) if a.severity == "P1" && auto_stop => {
+                            stops.push((id.clone(), f.monitor, f.message.clone(), a.alert_id));
+                        }
                         _ => {}
                     }
                 }
@@ -400,21 +407,7 @@ impl MonitorRunner {
                         alert_id,
                     });
                     if f.severity == "P1" && auto_stop {
-                        let stop = Command::Stop {
-                            reason: Some(format!("guardrail {}: {}", f.monitor, f.message)),
-                            winner: None,
-                            auto: true,
-                            cause: Some(alert_id),
-                        };
-                        match self.commands.execute(&id, stop).await {
-                            Ok(_) => actions.push(Action::Stopped {
-                                experiment_id: id.clone(),
-                                alert_id,
-                            }),
-                            Err(e) => {
-                                failure = Some(format!("the guardrail could not stop {id}: {e}"));
-                            }
-                        }
+                        stops.push((id.clone(), f.monitor, f.message.clone(), alert_id));
                     }
                 }
                 Some(alert_id) => {
@@ -438,6 +431,23 @@ impl MonitorRunner {
                         }
                     }
                 }
+            }
+        }
+        for (id, monitor, message, alert_id) in stops {
+            let stop = Command::Stop {
+                reason: Some(format!("guardrail {monitor}: {message}")),
+                winner: None,
+                auto: true,
+                cause: Some(alert_id),
+            };
+            match self.commands.execute(&id, stop).await {
+                Ok(_) => actions.push(Action::Stopped {
+                    experiment_id: id.clone(),
+                    alert_id,
+                }),
+                // Stopped already (by an earlier tick not yet projected, or a person).
+                Err(AppError::Conflict(_)) => {}
+                Err(e) => failure = Some(format!("the guardrail could not stop {id}: {e}")),
             }
         }
         match failure {

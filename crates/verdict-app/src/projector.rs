@@ -265,16 +265,34 @@ pub async fn run(
     let mut backoff = Backoff::default();
     loop {
         let before = projections.position();
-        match follow(&*store, &projections, &mut saver, &health, &mut shutdown).await {
-            Ok(()) => break,
-            Err(e) => {
-                health.down(PROJECTOR, e.to_string());
-                // It got somewhere since the last failure: a new outage, retry soon.
-                backoff.reset_if(projections.position() > before);
-                if !pause(backoff.next_delay(), &mut shutdown).await {
-                    break;
+        // Its own task, so that a panic (a bug in a fold) is a failure to report and
+        // retry, not the silent end of all projecting.
+        let task = tokio::spawn(follow_owned(
+            store.clone(),
+            projections.clone(),
+            saver,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let failure = match task.await {
+            Ok((s, result)) => {
+                saver = s;
+                match result {
+                    Ok(()) if *shutdown.borrow() => break,
+                    Ok(()) => "the store's feed ended (store closed?)".to_owned(),
+                    Err(e) => e.to_string(),
                 }
             }
+            Err(e) => {
+                saver = Saver::new(policy, health.clone());
+                crate::health::join_failure(e)
+            }
+        };
+        health.down(PROJECTOR, failure);
+        // It got somewhere since the last failure: a new outage, retry soon.
+        backoff.reset_if(projections.position() > before);
+        if !pause(backoff.next_delay(), &mut shutdown).await {
+            break;
         }
     }
     let saved = projections.save().await;
@@ -343,6 +361,17 @@ impl Saver {
     }
 }
 
+async fn follow_owned(
+    store: Arc<dyn EventStore>,
+    projections: Arc<Projections>,
+    mut saver: Saver,
+    health: Health,
+    mut shutdown: watch::Receiver<bool>,
+) -> (Saver, Result<(), ProjectionError>) {
+    let result = follow(&*store, &projections, &mut saver, &health, &mut shutdown).await;
+    (saver, result)
+}
+
 /// One subscription's worth of projecting: `Ok` at shutdown or when the store closed.
 async fn follow(
     store: &dyn EventStore,
@@ -352,14 +381,26 @@ async fn follow(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ProjectionError> {
     let mut sub = store.subscribe(projections.position() + 1).await?;
-    health.up(PROJECTOR);
+    // Up again once the feed has delivered or stayed quiet without error for a while, so a
+    // feed that fails at once does not flap between up and down.
+    let mut confirmed = false;
+    let settle = tokio::time::sleep(crate::health::SETTLE);
+    tokio::pin!(settle);
     let mut page = Vec::with_capacity(1024);
     loop {
         tokio::select! {
             biased;
             _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return Ok(()),
             () = saver.retry_due() => saver.save(projections).await,
+            () = &mut settle, if !confirmed => {
+                confirmed = true;
+                health.up(PROJECTOR);
+            }
             next = sub.next() => {
+                if !confirmed && matches!(next, Some(Ok(_))) {
+                    confirmed = true;
+                    health.up(PROJECTOR);
+                }
                 match next {
                     Some(Ok(e)) => page.push(e),
                     Some(Err(e)) => return Err(e.into()),

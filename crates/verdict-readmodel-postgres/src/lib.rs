@@ -41,7 +41,7 @@
 pub mod follow;
 pub mod project;
 
-pub use follow::follow;
+pub use follow::{follow, READ_MODEL_FOLLOWER};
 pub use project::{open_projections, project_to_head, run_projector, ProjectorOptions};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -121,6 +121,11 @@ impl ReadModelOptions {
         });
         Ok(client)
     }
+}
+
+/// A PostgreSQL string literal (standard-conforming strings: only `'` needs doubling).
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", pg_text(s).replace('\'', "''"))
 }
 
 /// Splits `base?k=v&k2=v2` into the base and its decoded-as-is parameters.
@@ -421,25 +426,15 @@ impl Writer {
     /// `identity`, in one transaction: the tables were built from another log (or one
     /// since cut back) and are rebuilt from position 1.
     pub async fn reset(&self, identity: Option<&str>) -> Result<(), ReadModelError> {
+        // One simple query without BEGIN runs as one implicit transaction: all of it or,
+        // on any error, none of it, and no transaction left open on the connection.
+        let identity = identity.map_or("NULL".to_owned(), quote_literal);
         self.client
-            .batch_execute(
-                "BEGIN; TRUNCATE snapshot, experiments, variant_results, timeline_hourly, alerts; \
-                 UPDATE checkpoint SET position = 0, updated_at = now() WHERE id = 1;",
-            )
+            .batch_execute(&format!(
+                "TRUNCATE snapshot, experiments, variant_results, timeline_hourly, alerts; \
+                 UPDATE checkpoint SET position = 0, store_identity = {identity}, updated_at = now() WHERE id = 1;"
+            ))
             .await?;
-        let recorded = async {
-            self.client
-                .execute(
-                    "UPDATE checkpoint SET store_identity = $1 WHERE id = 1",
-                    &[&identity],
-                )
-                .await?;
-            self.client.batch_execute("COMMIT").await
-        };
-        if let Err(e) = recorded.await {
-            let _ = self.client.batch_execute("ROLLBACK").await;
-            return Err(e.into());
-        }
         Ok(())
     }
 

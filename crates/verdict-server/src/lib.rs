@@ -42,8 +42,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use verdict_app::monitor::MonitorRunner;
+use verdict_app::health::supervise;
+use verdict_app::monitor::{MonitorRunner, MONITOR_RUNNER};
 use verdict_app::projector::{self, CheckpointPolicy, Projections};
+use verdict_app::service::FOLLOWER;
 use verdict_app::service::{Clock, CommandService, SystemClock};
 use verdict_serve::Registry;
 use verdict_store::EventStore;
@@ -295,25 +297,45 @@ pub async fn start_with_store(
     )
     .await?;
     let (shutdown, rx) = watch::channel(false);
+    let health = state.health.clone();
     let follower = (config.follow_store || config.read_models.is_some()).then(|| {
-        tokio::spawn(state.commands.clone().follow(
-            rebuilt_from + 1,
-            state.health.clone(),
-            rx.clone(),
-        ))
+        let (commands, health, stop) = (state.commands.clone(), health.clone(), rx.clone());
+        tokio::spawn(supervise(FOLLOWER, health.clone(), rx.clone(), move || {
+            // After a panic, on from where it got to (applying again is idempotent).
+            let from = commands.followed().map_or(rebuilt_from + 1, |p| p + 1);
+            let task = commands.clone().follow(from, health.clone(), stop.clone());
+            async move {
+                task.await;
+                Ok(())
+            }
+        }))
     });
     let (projector, monitors, deliveries) = match &config.read_models {
         Some(options) => {
             // Another process projects, runs the monitors and delivers webhooks.
-            let follow = verdict_readmodel_postgres::follow(
-                options.clone(),
-                projections.clone(),
-                config.read_model_poll,
-                state.health.clone(),
+            let (options, projections, poll) =
+                (options.clone(), projections.clone(), config.read_model_poll);
+            let (h, stop) = (health.clone(), rx.clone());
+            let follower = tokio::spawn(supervise(
+                verdict_readmodel_postgres::READ_MODEL_FOLLOWER,
+                health.clone(),
                 rx.clone(),
-            );
+                move || {
+                    let task = verdict_readmodel_postgres::follow(
+                        options.clone(),
+                        projections.clone(),
+                        poll,
+                        h.clone(),
+                        stop.clone(),
+                    );
+                    async move {
+                        task.await;
+                        Ok(())
+                    }
+                },
+            ));
             let projector = tokio::spawn(async move {
-                follow.await;
+                let _ = follower.await;
                 Ok(())
             });
             (projector, tokio::spawn(async {}), tokio::spawn(async {}))
@@ -323,26 +345,57 @@ pub async fn start_with_store(
                 store.clone(),
                 projections.clone(),
                 config.checkpoint,
-                state.health.clone(),
+                health.clone(),
                 rx.clone(),
             ));
             let runner = Arc::new(
                 MonitorRunner::new(state.commands.clone(), projections, Arc::new(SystemClock))
-                    .with_health(state.health.clone()),
+                    .with_health(health.clone()),
             );
-            let monitors = tokio::spawn(runner.run(
-                config.monitor_every,
-                Duration::from_millis(200),
+            let (every, stop) = (config.monitor_every, rx.clone());
+            let monitors = tokio::spawn(supervise(
+                MONITOR_RUNNER,
+                health.clone(),
                 rx.clone(),
+                move || {
+                    let task = runner
+                        .clone()
+                        .run(every, Duration::from_millis(200), stop.clone());
+                    async move {
+                        task.await;
+                        Ok(())
+                    }
+                },
             ));
-            let deliveries = tokio::spawn(webhooks::run(
-                state.store.clone(),
-                config.webhooks.clone(),
-                config.data_dir.clone(),
-                config.webhook_backoff,
-                state.health.clone(),
-                rx.clone(),
-            ));
+            let deliveries = if config.webhooks.is_empty() {
+                tokio::spawn(async {})
+            } else {
+                let (store, urls, dir) = (
+                    state.store.clone(),
+                    config.webhooks.clone(),
+                    config.data_dir.clone(),
+                );
+                let (backoff, h, stop) = (config.webhook_backoff, health.clone(), rx.clone());
+                tokio::spawn(supervise(
+                    webhooks::WEBHOOKS,
+                    health.clone(),
+                    rx.clone(),
+                    move || {
+                        let task = webhooks::run(
+                            store.clone(),
+                            urls.clone(),
+                            dir.clone(),
+                            backoff,
+                            h.clone(),
+                            stop.clone(),
+                        );
+                        async move {
+                            task.await;
+                            Ok(())
+                        }
+                    },
+                ))
+            };
             (projector, monitors, deliveries)
         }
     };

@@ -132,17 +132,32 @@ pub async fn run(
     let mut next = read_checkpoint(&checkpoint) + 1;
     let client = reqwest::Client::new();
     let mut retry = verdict_app::health::Backoff::default();
+    // The position of a delivered alert not yet in the checkpoint file.
+    let mut unsaved: Option<u64> = None;
     loop {
+        let settle = tokio::time::sleep(verdict_app::health::SETTLE);
+        tokio::pin!(settle);
+        let mut confirmed = false;
         let failure = match store.subscribe(next).await {
             Ok(mut sub) => loop {
                 let event = tokio::select! {
                     _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                    () = &mut settle, if !confirmed => {
+                        // Following again without error: up, unless a checkpoint is
+                        // still unsaved (the next save attempt decides).
+                        confirmed = true;
+                        if unsaved.is_none() {
+                            health.up(WEBHOOKS);
+                        }
+                        continue;
+                    }
                     next = sub.next() => next,
                 };
                 let event = match event {
                     Some(Ok(e)) => e,
                     Some(Err(e)) => break format!("following the store: {e}"),
-                    None => return,
+                    None if *shutdown.borrow() => return,
+                    None => break "the store's feed ended (store closed?)".to_owned(),
                 };
                 retry.reset();
                 if event.event_type == "AlertRaised" || event.event_type == "AlertResolved" {
@@ -155,13 +170,21 @@ pub async fn run(
                             return; // shutting down: the checkpoint stays before this event
                         }
                     }
+                    unsaved = Some(event.position);
+                }
+                next = event.position + 1;
+                // Every delivered alert up to here may be checkpointed at this event; a
+                // failed save is retried at the next event (delivery goes on meanwhile; a
+                // restart may repeat alerts until a save works).
+                if unsaved.is_some() {
                     match write_checkpoint(&checkpoint, event.position) {
-                        Ok(()) => health.up(WEBHOOKS),
-                        // Delivery goes on; a restart may repeat alerts until a save works.
+                        Ok(()) => {
+                            unsaved = None;
+                            health.up(WEBHOOKS);
+                        }
                         Err(e) => health.down(WEBHOOKS, format!("saving the checkpoint: {e}")),
                     }
                 }
-                next = event.position + 1;
             },
             Err(e) => format!("subscribing at {next}: {e}"),
         };

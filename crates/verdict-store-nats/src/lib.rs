@@ -251,6 +251,9 @@ struct Inner {
     head_rx: watch::Receiver<u64>,
     /// Tells the watcher task to stop.
     stop: watch::Sender<bool>,
+    /// The stream's name and creation time: another stream, or this one deleted and
+    /// created again, has another.
+    identity: std::sync::OnceLock<String>,
 }
 
 /// One message read back: its stream sequence, subject and body.
@@ -332,6 +335,7 @@ impl NatsStore {
             head_tx: Mutex::new(Some(head_tx)),
             head_rx,
             stop,
+            identity: std::sync::OnceLock::new(),
         });
         let head = inner.set_up().await?;
         inner.announce(head);
@@ -393,6 +397,17 @@ impl Inner {
         loop {
             let attempt = async {
                 self.ensure_stream().await?;
+                let info = self
+                    .api(
+                        format!("$JS.API.STREAM.INFO.{}", self.options.stream),
+                        Value::Null,
+                    )
+                    .await?;
+                if let Some(created) = info["created"].as_str() {
+                    let _ = self
+                        .identity
+                        .set(format!("{}@{created}", self.options.stream));
+                }
                 self.head().await
             };
             match attempt.await {
@@ -1015,5 +1030,8 @@ impl EventStore for NatsStore {
             .take();
         self.inner.stop.send_replace(true);
         Ok(())
+    }
+    fn identity(&self) -> Option<String> {
+        self.inner.identity.get().cloned()
     }
 }

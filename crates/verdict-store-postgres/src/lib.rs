@@ -151,6 +151,8 @@ pub struct PgStore {
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
     schema: String,
+    /// The random id the store was created with (`verdict_identity`).
+    identity: String,
     /// The NOTIFY channel: per schema, since channels are per database.
     pub(crate) channel: String,
     /// `true` once closed. Appends hold it shared for their whole run, so `close` taking it
@@ -207,9 +209,13 @@ impl PgStore {
             let mut client = pool.connect().await?;
             migrate::migrate(&mut client, &options.schema).await?;
         }
-        let head = {
+        let (head, identity) = {
             let client = pool.get().await?;
-            read_head(&client).await?
+            let identity: String = client
+                .query_one("SELECT identity FROM verdict_identity", &[])
+                .await?
+                .get(0);
+            (read_head(&client).await?, identity)
         };
         let (head_tx, head_rx) = watch::channel(head);
         let (stop, stop_rx) = watch::channel(false);
@@ -219,6 +225,7 @@ impl PgStore {
             pool,
             channel: format!("verdict_{}", options.schema),
             schema: options.schema,
+            identity,
             closed: RwLock::new(false),
             head_tx: Mutex::new(Some(head_tx)),
             head_rx,
@@ -544,5 +551,9 @@ impl EventStore for PgStore {
             .take();
         self.inner.stop.send_replace(true);
         Ok(())
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.inner.identity.clone())
     }
 }

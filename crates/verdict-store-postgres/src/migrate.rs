@@ -8,9 +8,10 @@
 use tokio_postgres::Client;
 
 /// The steps, in order; step n is `MIGRATIONS[n - 1]`.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "events and head",
-    r#"
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "events and head",
+        r#"
     -- One row per event. position is the global order (gap-free, allocated from
     -- verdict_head under its row lock); (stream, version) and event_id are unique so a bug
     -- can never store a second event at a version or an id twice.
@@ -34,7 +35,20 @@ pub const MIGRATIONS: &[(&str, &str)] = &[(
     );
     INSERT INTO verdict_head (id, position) VALUES (true, 0);
     "#,
-)];
+    ),
+    (
+        "identity",
+        r#"
+    -- A random id given to the store once, so read models can tell which store (and not
+    -- another one, or this one recreated) they were built from.
+    CREATE TABLE verdict_identity (
+        id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+        identity text    NOT NULL
+    );
+    INSERT INTO verdict_identity (identity) VALUES (gen_random_uuid()::text);
+    "#,
+    ),
+];
 
 /// Creates `schema` if needed and applies the missing steps.
 pub(crate) async fn migrate(

@@ -36,20 +36,32 @@ impl CommandService {
         loop {
             let failure = match self.store.subscribe(next).await {
                 Ok(mut sub) => {
-                    health.up(FOLLOWER);
+                    // Up once it delivers or runs quietly for a while (no flapping).
+                    let settle = tokio::time::sleep(crate::health::SETTLE);
+                    tokio::pin!(settle);
+                    let mut confirmed = false;
                     loop {
                         tokio::select! {
                             biased;
                             _ = async { shutdown.wait_for(|s| *s).await.is_ok() } => return,
+                            () = &mut settle, if !confirmed => {
+                                confirmed = true;
+                                health.up(FOLLOWER);
+                            }
                             event = sub.next() => match event {
                                 Some(Ok(r)) => {
+                                    if !confirmed {
+                                        confirmed = true;
+                                        health.up(FOLLOWER);
+                                    }
                                     next = r.position + 1;
                                     self.apply_followed(&r).await;
                                     self.followed_next.store(next, Ordering::Release);
                                     backoff.reset();
                                 }
                                 Some(Err(e)) => break format!("following from {next}: {e}"),
-                                None => return,
+                                None if *shutdown.borrow() => return,
+                                None => break format!("the store's feed ended at {next} (store closed?)"),
                             }
                         }
                     }

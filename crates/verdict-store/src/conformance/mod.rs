@@ -56,6 +56,7 @@ pub async fn run_all(factory: &dyn StoreFactory) {
     appends_fail_after_close(factory).await;
     large_event_round_trips(factory).await;
     restart_keeps_everything(factory).await;
+    identity_is_durable_and_unique(factory).await;
     subscription_resumes_after_restart(factory).await;
 }
 
@@ -90,6 +91,7 @@ macro_rules! conformance_tests {
                 appends_fail_after_close,
                 large_event_round_trips,
                 restart_keeps_everything,
+                identity_is_durable_and_unique,
                 subscription_resumes_after_restart
             );
         }
@@ -814,6 +816,27 @@ pub async fn restart_keeps_everything(factory: &dyn StoreFactory) {
     };
     assert_eq!(store.head().await.unwrap(), 6);
     assert_eq!(store.read_stream("a", 4, 1).await.unwrap()[0].position, 6);
+}
+
+/// A store with an identity keeps it across restarts and writes, and another store has
+/// another one: read models trust a snapshot only from the store it was built from.
+pub async fn identity_is_durable_and_unique(factory: &dyn StoreFactory) {
+    let store = factory.create().await;
+    let Some(identity) = store.identity() else {
+        return;
+    };
+    assert!(!identity.is_empty());
+    store
+        .append("a", ExpectedVersion::Any, events("E", 2))
+        .await
+        .unwrap();
+    assert_eq!(store.identity().as_deref(), Some(identity.as_str()));
+    let other = factory.create().await;
+    assert_ne!(other.identity(), Some(identity.clone()));
+    let Some(store) = factory.reopen(store).await else {
+        return;
+    };
+    assert_eq!(store.identity(), Some(identity));
 }
 
 /// A consumer that checkpointed position P resumes after a restart from P + 1: catch-up from

@@ -93,7 +93,11 @@ impl Projections {
     ) -> Result<Arc<Self>, ProjectionError> {
         let mut model = Self::read_snapshot(path)?;
         let head = store.head().await?;
-        if let Some(why) = untrusted(&model, head, store.identity().as_deref()) {
+        let why = match untrusted(&model, head, store.identity().as_deref()) {
+            Some(why) => Some(why),
+            None => other_history(&model, store).await?,
+        };
+        if let Some(why) = why {
             tracing::warn!(snapshot = %path.display(), "discarding the projections' snapshot: {why}; rebuilding from the log");
             model = ReadModel::default();
         }
@@ -129,6 +133,9 @@ impl Projections {
         let Some(last) = events.last() else { return };
         let mut model = self.model.write().await;
         apply_page(&mut model, events);
+        if model.position == last.position {
+            model.last_event_id = Some(last.event_id);
+        }
         drop(model);
         self.position.send_replace(last.position);
     }
@@ -184,6 +191,30 @@ pub fn untrusted(model: &ReadModel, head: u64, identity: Option<&str>) -> Option
         )),
         _ => None,
     }
+}
+
+/// Why `model` was built from another history than `store`'s, though not ahead of it: the
+/// store holds another event at the model's position. `None` when it is the same event,
+/// or the model records none (written before event ids were kept).
+pub async fn other_history(
+    model: &ReadModel,
+    store: &dyn EventStore,
+) -> Result<Option<String>, StoreError> {
+    let Some(expected) = model.last_event_id.filter(|_| model.position > 0) else {
+        return Ok(None);
+    };
+    let found = store.read_all(model.position, 1).await?;
+    Ok(match found.first() {
+        Some(e) if e.position == model.position && e.event_id == expected => None,
+        Some(e) => Some(format!(
+            "its position {} holds event {expected} in the snapshot but {} in the log",
+            model.position, e.event_id
+        )),
+        None => Some(format!(
+            "the log has no event at its position {}",
+            model.position
+        )),
+    })
 }
 
 /// Applies stored events to `model`, skipping (and counting) undecodable ones.
@@ -493,5 +524,14 @@ pub async fn replay(
     };
     let (read, ()) = tokio::join!(reader, applier);
     read?;
+    model.store_identity = store.identity();
+    if model.position > 0 {
+        model.last_event_id = store
+            .read_all(model.position, 1)
+            .await?
+            .first()
+            .filter(|e| e.position == model.position)
+            .map(|e| e.event_id);
+    }
     Ok(model)
 }

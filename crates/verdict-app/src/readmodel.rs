@@ -543,6 +543,11 @@ pub struct ReadModel {
     /// a snapshot is trusted only by the log it was built from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_identity: Option<String>,
+    /// The id of the event at `position`: a log that has another event there (restored
+    /// from an older backup and written since, cut back and written again) is another
+    /// history, whatever its identity says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_id: Option<uuid::Uuid>,
 }
 
 impl ReadModel {

@@ -205,6 +205,11 @@ async fn a_parallel_replay_of_many_pages_equals_applying_in_order() {
     }
     let replayed = projector::replay(&store, |_, _| {}).await.unwrap();
     assert_eq!(replayed.position, head);
+    // A replay also records which event its position holds (the snapshot's proof of
+    // history); the fold alone does not.
+    let last = store.read_all(head, 1).await.unwrap();
+    assert_eq!(replayed.last_event_id, Some(last[0].event_id));
+    sequential.last_event_id = replayed.last_event_id;
     assert_eq!(
         replayed.undecodable,
         1,

@@ -54,7 +54,11 @@ pub async fn open_projections(
         Some(recorded) => Some(recorded),
         None => model.store_identity.clone(),
     };
-    if let Some(why) = verdict_app::projector::untrusted(&claimed, head, identity.as_deref()) {
+    let why = match verdict_app::projector::untrusted(&claimed, head, identity.as_deref()) {
+        Some(why) => Some(why),
+        None => verdict_app::projector::other_history(&model, store).await?,
+    };
+    if let Some(why) = why {
         tracing::warn!(
             "discarding the PostgreSQL read models: {why}; rebuilding them from the log"
         );

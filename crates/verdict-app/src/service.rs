@@ -328,6 +328,10 @@ impl CommandService {
         }
         let mut live = HashMap::new();
         for (id, state) in states {
+            if let Err(e) = self.load_models(&state).await {
+                tracing::error!(experiment = %id, error = %e, "experiment's models cannot be loaded");
+                continue;
+            }
             match self.make_live(state) {
                 Ok(l) => {
                     live.insert(id, Arc::new(l));
@@ -339,6 +343,41 @@ impl CommandService {
         }
         *self.experiments.write().unwrap_or_else(|e| e.into_inner()) = live;
         *self.assignments.lock().unwrap_or_else(|e| e.into_inner()) = assignments;
+        Ok(())
+    }
+
+    /// Loads every model `state` names on tokio's blocking pool, so a slow load (a large
+    /// ONNX file, up to the registry's load timeout) holds no async worker and no lock;
+    /// [`Self::make_live`] then finds them loaded. Errors name the variant as there.
+    async fn load_models(&self, state: &Experiment) -> Result<(), AppError> {
+        let Some(def) = &state.definition else {
+            return Ok(());
+        };
+        let models: Vec<(String, String)> = def
+            .variants
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("variants[{i}].model"), v.model.clone()))
+            .chain(
+                def.shadows
+                    .iter()
+                    .map(|s| ("variants".to_owned(), s.model.clone())),
+            )
+            .collect();
+        for (field, model) in models {
+            let registry = self.registry.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                registry
+                    .resolve(&model)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| AppError::Unavailable(format!("loading a model: {e}")))?;
+            if let Err(message) = loaded {
+                return Err(AppError::Invalid { field, message });
+            }
+        }
         Ok(())
     }
 
@@ -440,6 +479,7 @@ impl CommandService {
         .map_err(domain_error)?;
         let state = events.iter().fold(Experiment::default(), evolve);
         // Resolve every model before anything is written: an unknown model names its variant.
+        self.load_models(&state).await?;
         let live = self.make_live(state.clone())?;
         let data = events.iter().map(|e| self.event_data(e, None)).collect();
         let result = self
@@ -508,6 +548,7 @@ impl CommandService {
                 state = evolve(state, &e);
             }
         }
+        self.load_models(&state).await?;
         let live = self.make_live(state)?;
         self.experiments
             .write()

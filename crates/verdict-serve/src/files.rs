@@ -21,13 +21,23 @@ pub const MAX_SPEC_BYTES: u64 = 1 << 20;
 /// unchanged (callers fall back on it); anything else that is not a readable regular file
 /// within the limit is `InvalidInput` saying why.
 pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    // Opening some devices has effects of its own (a watchdog, a terminal): look first.
+    let named = std::fs::metadata(path)?;
+    if !named.is_file() {
+        return Err(invalid(format!(
+            "{} is not a regular file ({})",
+            path.display(),
+            kind(&named.file_type())
+        )));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        // A FIFO opened for reading without a writer would block here.
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        // Swapped for a FIFO since the look: opening it for reading must not block, and
+        // a terminal must not become ours.
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
         .open(path)?;
     let meta = file.metadata()?;
-    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
     if !meta.is_file() {
         return Err(invalid(format!(
             "{} is not a regular file ({})",

@@ -30,8 +30,18 @@ fn refused(status: StatusCode, code: &'static str, field: &str, message: String)
 /// loopback interface.
 pub fn is_loopback_host(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
-        // [::1]:8080
-        Some(rest) => rest.split(']').next().unwrap_or(""),
+        // [::1] or [::1]:8080, nothing else after the bracket.
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, "")) => ip,
+            Some((ip, port))
+                if port
+                    .strip_prefix(':')
+                    .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                ip
+            }
+            _ => return false,
+        },
         None => host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
                 h
@@ -45,10 +55,14 @@ pub fn is_loopback_host(host: &str) -> bool {
         return true;
     }
     name.parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
+        .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn host_of(req: &Request) -> Option<String> {
+    // Two Host headers: which one a proxy or a check believes is anyone's guess.
+    if req.headers().get_all(header::HOST).iter().count() > 1 {
+        return Some("(several Host headers)".to_owned());
+    }
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -178,6 +192,7 @@ mod tests {
             "127.1.2.3:80",
             "[::1]:8080",
             "[::1]",
+            "[::ffff:127.0.0.1]:80",
         ] {
             assert!(is_loopback_host(h), "{h}");
         }
@@ -189,6 +204,9 @@ mod tests {
             "10.0.0.1:8080",
             "[::2]:80",
             "0.0.0.0",
+            "[::1]junk",
+            "[::1]:",
+            "[::1]:80x",
             "",
         ] {
             assert!(!is_loopback_host(h), "{h}");

@@ -238,6 +238,24 @@ pub fn app(state: AppState) -> axum::Router {
             listen::read_body(body_read, body_limit, req, next)
         }))
         .layer(axum::middleware::from_fn_with_state(state, guard::guard))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+}
+
+/// A handler's panic (a bug) as the API's JSON error, logged; the server goes on.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(panic = %message, "a request handler panicked");
+    axum::response::IntoResponse::into_response(error::ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed on this request (a bug; it is logged); the request may be retried",
+    ))
 }
 
 /// A running server.

@@ -76,6 +76,10 @@ pub async fn serve(
         .header_read_timeout(limits.header_read)
         .keep_alive(true);
     let permits = std::sync::Arc::new(Semaphore::new(limits.max_connections));
+    // Refusals answer politely while few are in flight; beyond that a flood is closed at
+    // once, so refusing can never take the descriptors it protects.
+    let refusals = std::sync::Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let mut last_failure: Option<tokio::time::Instant> = None;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut accept_failures = 0u32;
@@ -88,9 +92,12 @@ pub async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
+            // One client gave up during the handshake: nothing wrong with the listener.
+            Err(e) if per_connection(&e) => continue,
             Err(e) => {
                 // EMFILE/ENFILE: nothing to accept with until a descriptor frees up.
                 accept_failures += 1;
+                last_failure = Some(tokio::time::Instant::now());
                 health.down(LISTENER, format!("accepting connections: {e}"));
                 let pause = Duration::from_millis(10 << accept_failures.min(6));
                 tokio::select! {
@@ -99,12 +106,19 @@ pub async fn serve(
                 }
             }
         };
-        if accept_failures > 0 {
-            accept_failures = 0;
+        accept_failures = 0;
+        // Up again once accepting has worked for a while, so the outage stays visible.
+        if last_failure.is_some_and(|t| t.elapsed() >= verdict_app::health::SETTLE) {
+            last_failure = None;
             health.up(LISTENER);
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            connections.spawn(refuse(stream, peer, limits.max_connections));
+            if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                connections.spawn(async move {
+                    refuse(stream, peer, limits.max_connections).await;
+                    drop(slot);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -130,6 +144,18 @@ pub async fn serve(
     connections.abort_all();
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Refusals answered at once; more connections beyond the limit are closed unanswered.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Accept errors that concern one connection, not the listener.
+fn per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted
+    )
 }
 
 /// Answers a connection beyond the limit with a JSON 503 and closes it, within a second

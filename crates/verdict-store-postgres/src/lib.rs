@@ -431,10 +431,17 @@ pub(crate) fn check_retry(
             {
                 version = *v
             }
-            other => {
+            Some((p, ..)) => {
                 return Err(StoreError::DuplicateEventId {
                     event_id: e.event_id,
-                    position: other.map_or(first, |s| s.0) as u64,
+                    position: *p as u64,
+                })
+            }
+            // A new id after stored ones: the batch is no retry; name the first stored.
+            None => {
+                return Err(StoreError::DuplicateEventId {
+                    event_id: events[0].event_id,
+                    position: first as u64,
                 })
             }
         }

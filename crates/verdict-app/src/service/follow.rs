@@ -116,6 +116,14 @@ impl CommandService {
                     }
                     return;
                 }
+                if current.is_none() {
+                    // A new experiment: load its models before taking the lock.
+                    let prospective = evolve(Experiment::default(), e);
+                    if let Err(err) = self.load_models(&prospective).await {
+                        tracing::error!(experiment = %id, error = %err, "experiment's models cannot be loaded");
+                        return;
+                    }
+                }
                 let mut map = self.experiments.write().unwrap_or_else(|e| e.into_inner());
                 let current = map.get(&id).cloned();
                 if current.as_ref().map_or(0, |l| l.state.version) != version {

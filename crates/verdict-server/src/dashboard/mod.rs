@@ -379,6 +379,16 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
+/// Compares tokens in full whatever they hold, so timing tells nothing of a prefix.
+fn same_token(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
+}
+
 /// The page the forms of another site (or a stale page) get.
 fn csrf_refused() -> Response {
     error_page(
@@ -405,7 +415,7 @@ pub async fn login_submit(
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.body_text()),
     };
     let next = local_path(f.next.as_deref());
-    if f.csrf != s.csrf {
+    if !same_token(&f.csrf, &s.csrf) {
         return csrf_refused();
     }
     if let Err(e) = auth::check(&s.config.api_keys, &key_headers(&f.key), Role::Read) {
@@ -440,7 +450,7 @@ pub async fn action(
         Ok(Form(f)) => f,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    if f.csrf != s.csrf {
+    if !same_token(&f.csrf, &s.csrf) {
         return csrf_refused();
     }
     let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());

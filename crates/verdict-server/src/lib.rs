@@ -232,10 +232,11 @@ impl AppState {
 /// body read within its deadline and limit ([`listen::read_body`]).
 pub fn app(state: AppState) -> axum::Router {
     let (body_read, body_limit) = (state.config.limits.body_read, state.config.body_limit);
+    let keys: Arc<[auth::ApiKey]> = state.config.api_keys.clone().into();
     api::router(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(move |req, next| {
-            listen::read_body(body_read, body_limit, req, next)
+            listen::read_body(body_read, body_limit, keys.clone(), req, next)
         }))
         .layer(axum::middleware::from_fn_with_state(state, guard::guard))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

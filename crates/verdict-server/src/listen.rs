@@ -182,13 +182,36 @@ async fn refuse(mut stream: TcpStream, peer: SocketAddr, limit: usize) {
 
 /// Middleware: reads the whole request body within `body_read` and at most `limit` bytes
 /// before any handler runs (408 / 413 with a JSON error naming the body), so a client
-/// that trickles a body holds no handler and no lock.
+/// that trickles a body holds no handler and no lock. A declared length over the limit is
+/// refused before reading, and with API keys an API body is read only for a request that
+/// presents a valid key (strangers cannot make the server hold bodies).
 pub async fn read_body(
     body_read: Duration,
     limit: usize,
+    keys: std::sync::Arc<[crate::auth::ApiKey]>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds the configured limit of {limit} bytes"),
+        ));
+    }
+    let has_body = declared.is_some_and(|n| n > 0)
+        || req
+            .headers()
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    if has_body && req.uri().path().starts_with("/api/") {
+        // Any valid key; the route checks its role after.
+        crate::auth::check(&keys, req.headers(), crate::auth::Role::Read)?;
+    }
     let (parts, body) = req.into_parts();
     let bytes = match tokio::time::timeout(body_read, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,

@@ -459,3 +459,51 @@ async fn hostile_models_and_conditions_are_refused_at_creation() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_read_only_when_they_fit_and_come_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "an-ingest-key-long-enough";
+    let server = start(dir.path(), |c| {
+        c.body_limit = 4096;
+        c.api_keys = vec![ApiKey {
+            key: key.into(),
+            role: Role::Ingest,
+            name: None,
+        }];
+    })
+    .await;
+    // A declared length over the limit is answered before a byte of it arrives.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        format!("POST /api/conversions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Without a key, no body is read at all: 401 at once, the stalled body never awaited.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"POST /api/conversions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,148 @@
+//! A guardrail stop that fails (the store was briefly unavailable) is not forgotten: the
+//! monitors report themselves down and stop the experiment on a later tick.
+
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use verdict_app::health::Health;
+use verdict_app::monitor::{Action, MonitorRunner, MONITOR_RUNNER};
+use verdict_app::projector::Projections;
+use verdict_app::readmodel::ReadModel;
+use verdict_app::service::{CommandService, PredictRequest, SystemClock};
+use verdict_serve::Registry;
+use verdict_store::{
+    AppendResult, EventData, EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError,
+    Subscription,
+};
+
+/// Refuses appends to lifecycle streams while `refuse` is set.
+struct Flaky {
+    inner: MemoryStore,
+    refuse: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventStore for Flaky {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, StoreError> {
+        if stream.starts_with("experiment-") && self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: disk full".into()));
+        }
+        self.inner.append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from, max).await
+    }
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from, max).await
+    }
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        self.inner.stream_version(stream).await
+    }
+    async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.head().await
+    }
+    async fn subscribe(&self, from: u64) -> Result<Subscription, StoreError> {
+        self.inner.subscribe(from).await
+    }
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
+}
+
+async fn project(store: &Flaky, projections: &Projections) {
+    let events = store
+        .read_all(projections.position() + 1, usize::MAX)
+        .await
+        .unwrap();
+    projections.apply(&events).await;
+}
+
+#[tokio::test]
+async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
+    let store = Arc::new(Flaky {
+        inner: MemoryStore::new(),
+        refuse: AtomicBool::new(false),
+    });
+    let commands = Arc::new(
+        CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    commands
+        .create_experiment(
+            json!({
+                "experiment_id": "g",
+                "variants": [{"key": "control", "model": "builtin:a"}, {"key": "treatment", "model": "builtin-failing:b"}],
+                "monitors": {"min_sample": 20}
+            }),
+            true,
+        )
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let _ = commands
+            .predict(PredictRequest {
+                experiment_id: "g".into(),
+                user_id: format!("u{i}"),
+                attributes: Default::default(),
+                input: serde_json::Value::Null,
+            })
+            .await;
+    }
+    let projections = Projections::new(ReadModel::default(), None);
+    project(&store, &projections).await;
+    let health = Health::new();
+    let runner = MonitorRunner::new(commands.clone(), projections.clone(), Arc::new(SystemClock))
+        .with_health(health.clone());
+
+    // The alert is raised (the traffic stream is fine), the stop is refused.
+    store.refuse.store(true, Ordering::SeqCst);
+    let actions = runner.tick().await;
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Raised { monitor: "error_rate", .. })));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Stopped { .. })));
+    assert!(!health.is_up(MONITOR_RUNNER));
+    let why = health.components()[0].error.clone().unwrap();
+    assert!(why.contains("could not stop"), "{why}");
+    project(&store, &projections).await;
+    assert_eq!(
+        projections.read().await.experiments["g"].state.status,
+        verdict_core::experiment::Status::Running
+    );
+
+    // Still failing: still down, still no stop, and no second alert.
+    let actions = runner.tick().await;
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(!health.is_up(MONITOR_RUNNER));
+
+    // The store recovers: the next tick stops the experiment, caused by the same alert.
+    store.refuse.store(false, Ordering::SeqCst);
+    let actions = runner.tick().await;
+    let alert = projections.read().await.experiments["g"].alerts[0].alert_id;
+    assert_eq!(
+        actions,
+        [Action::Stopped {
+            experiment_id: "g".into(),
+            alert_id: alert
+        }]
+    );
+    assert!(health.is_up(MONITOR_RUNNER));
+    project(&store, &projections).await;
+    let model = projections.read().await;
+    assert_eq!(
+        model.experiments["g"].state.status,
+        verdict_core::experiment::Status::Stopped
+    );
+    assert_eq!(model.experiments["g"].alerts.len(), 1);
+}

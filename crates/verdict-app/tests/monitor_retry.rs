@@ -108,9 +108,13 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
     // The alert is raised (the traffic stream is fine), the stop is refused.
     store.refuse.store(true, Ordering::SeqCst);
     let actions = runner.tick().await;
-    assert!(actions
-        .iter()
-        .any(|a| matches!(a, Action::Raised { monitor: "error_rate", .. })));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Raised {
+            monitor: "error_rate",
+            ..
+        }
+    )));
     assert!(!actions.iter().any(|a| matches!(a, Action::Stopped { .. })));
     assert!(!health.is_up(MONITOR_RUNNER));
     let why = health.components()[0].error.clone().unwrap();

@@ -21,10 +21,19 @@ async fn slow_clients_stall_no_one_and_sigterm_meets_its_deadline() {
     let config = dir.path().join("verdict.toml");
     let mut f = std::fs::File::create(&config).unwrap();
     // Clients may dawdle for a minute; shutdown waits one second for them.
-    writeln!(f, "header_timeout_ms = 60000\nbody_timeout_ms = 60000\nshutdown_grace_ms = 1000").unwrap();
+    writeln!(
+        f,
+        "header_timeout_ms = 60000\nbody_timeout_ms = 60000\nshutdown_grace_ms = 1000"
+    )
+    .unwrap();
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .arg("--config")
         .arg(&config)

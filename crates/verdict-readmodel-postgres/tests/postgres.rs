@@ -343,8 +343,8 @@ async fn tables_ahead_of_their_store_are_rebuilt_from_it() {
     };
     assert_eq!(rows, 0, "rows of the longer log survived");
     // Projecting again gives the short log's figures.
-    let (_stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(run_projector(
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_projector(
         short.clone(),
         projections.clone(),
         writer,
@@ -359,5 +359,8 @@ async fn tables_ahead_of_their_store_are_rebuilt_from_it() {
         .map(|v| v.users)
         .sum();
     assert_eq!(users, 3);
+    // The projector must be done writing before its schema goes.
+    stop.send_replace(true);
+    task.await.unwrap().unwrap();
     drop_schema(&options).await;
 }

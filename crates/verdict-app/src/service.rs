@@ -328,11 +328,9 @@ impl CommandService {
         }
         let mut live = HashMap::new();
         for (id, state) in states {
-            if let Err(e) = self.load_models(&state).await {
-                tracing::error!(experiment = %id, error = %e, "experiment's models cannot be loaded");
-                continue;
-            }
-            match self.make_live(state) {
+            // A model that cannot load becomes a failing stand-in (make_live_existing).
+            let _ = self.load_models(&state).await;
+            match self.make_live_existing(state) {
                 Ok(l) => {
                     live.insert(id, Arc::new(l));
                 }
@@ -382,29 +380,47 @@ impl CommandService {
     }
 
     fn make_live(&self, state: Experiment) -> Result<Live, AppError> {
+        self.build_live(state, false)
+    }
+
+    /// [`Self::make_live`] for an experiment that exists already (rebuild, follow): a model
+    /// this node cannot load becomes a stand-in whose every call fails with the reason, so
+    /// the experiment stays in the write model and can still be paused, stopped or stopped
+    /// by its guardrail (it would otherwise vanish, and with it the P1 stop).
+    fn make_live_existing(&self, state: Experiment) -> Result<Live, AppError> {
+        self.build_live(state, true)
+    }
+
+    fn build_live(&self, state: Experiment, lenient: bool) -> Result<Live, AppError> {
         let def = state
             .definition
             .as_ref()
             .ok_or_else(|| AppError::NotFound("experiment not found".into()))?;
+        let resolve = |model: &str| -> Result<Arc<dyn Model>, verdict_serve::RegistryError> {
+            match self.registry.resolve(model) {
+                Err(e) if lenient => {
+                    tracing::error!(experiment = %def.experiment_id, model, error = %e, "model cannot be loaded on this node: its calls fail until it can; lifecycle commands work");
+                    Ok(Arc::new(verdict_serve::Unloaded::new(model, e.to_string())))
+                }
+                other => other,
+            }
+        };
         let models = def
             .variants
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                self.registry
-                    .resolve(&v.model)
-                    .map_err(|e| AppError::Invalid {
-                        field: format!("variants[{i}].model"),
-                        message: e.to_string(),
-                    })
+                resolve(&v.model).map_err(|e| AppError::Invalid {
+                    field: format!("variants[{i}].model"),
+                    message: e.to_string(),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let shadows = def
             .shadows
             .iter()
             .map(|s| {
-                self.registry
-                    .resolve(&s.model)
+                resolve(&s.model)
                     .map(|m| (s.clone(), m))
                     .map_err(|e| AppError::Invalid {
                         field: "variants".into(),
@@ -548,8 +564,8 @@ impl CommandService {
                 state = evolve(state, &e);
             }
         }
-        self.load_models(&state).await?;
-        let live = self.make_live(state)?;
+        let _ = self.load_models(&state).await;
+        let live = self.make_live_existing(state)?;
         self.experiments
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -150,3 +150,92 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
     );
     assert_eq!(model.experiments["g"].alerts.len(), 1);
 }
+
+/// A node that cannot load an experiment's model (the file is gone, a model server is
+/// unreachable at start) keeps the experiment: its predictions fail with the reason, and it
+/// can still be stopped — by a person or by its guardrail.
+#[tokio::test]
+async fn an_experiment_whose_model_cannot_load_here_can_still_be_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/rec-v1.onnx"),
+        &model,
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/rec-v1.json"),
+        model.with_extension("json"),
+    )
+    .unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+    let uri = format!("onnx:{}", model.display());
+    let first = CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    first
+        .create_experiment(
+            json!({"experiment_id": "m", "variants": [{"key": "control", "model": "builtin:a"}, {"key": "treatment", "model": uri}]}),
+            true,
+        )
+        .await
+        .unwrap();
+    // Another node (or this one restarted) where the file is gone.
+    std::fs::remove_file(&model).unwrap();
+    let node = CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let served: Vec<_> = futures_results(&node).await;
+    assert!(
+        served
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.contains("cannot be loaded on this node"))),
+        "{served:?}"
+    );
+    assert!(served.iter().any(|r| r.is_ok()), "the control still serves");
+    node.execute(
+        "m",
+        verdict_core::experiment::Command::Stop {
+            reason: Some("model missing".into()),
+            winner: None,
+            auto: true,
+            cause: None,
+        },
+    )
+    .await
+    .expect("stopped without the model");
+    let status = node
+        .states()
+        .into_iter()
+        .find(|s| {
+            s.definition
+                .as_ref()
+                .is_some_and(|d| d.experiment_id == "m")
+        })
+        .unwrap()
+        .status;
+    assert_eq!(status, verdict_core::experiment::Status::Stopped);
+}
+
+/// Predictions for 40 users: the variant's answer, or the error message.
+async fn futures_results(node: &CommandService) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    for i in 0..40 {
+        let r = node
+            .predict(PredictRequest {
+                experiment_id: "m".into(),
+                user_id: format!("u{i}"),
+                attributes: Default::default(),
+                input: serde_json::Value::Null,
+            })
+            .await;
+        out.push(match r {
+            Ok(p) => match p.error {
+                Some(error) => Err(error.to_string()),
+                None => Ok(p.variant),
+            },
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    out
+}

@@ -27,7 +27,7 @@ pub mod onnx;
 pub mod registry;
 pub mod shadow;
 
-pub use registry::{Registry, RegistryError};
+pub use registry::{Registry, RegistryError, Unloaded};
 
 use serde_json::Value;
 

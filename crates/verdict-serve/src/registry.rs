@@ -273,6 +273,33 @@ impl Registry {
     }
 }
 
+/// A model this node could not load, standing in for it: every call fails with the reason
+/// (`internal`), so the experiment that names it keeps working for everything but serving.
+#[derive(Debug)]
+pub struct Unloaded {
+    message: String,
+}
+
+impl Unloaded {
+    /// A stand-in for `reference`, which failed to load because of `reason`.
+    pub fn new(reference: &str, reason: String) -> Self {
+        Self {
+            message: format!("model `{reference}` cannot be loaded on this node: {reason}"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Model for Unloaded {
+    async fn predict(
+        &self,
+        _user_id: &str,
+        _input: &serde_json::Value,
+    ) -> Result<crate::Prediction, crate::ModelError> {
+        Err(crate::ModelError::Internal(self.message.clone()))
+    }
+}
+
 /// The engine an `onnx:` URI's `engine` option names (default: tract).
 fn engine(name: Option<&str>) -> Result<&'static dyn Engine, String> {
     match name {

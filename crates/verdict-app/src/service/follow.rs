@@ -117,12 +117,9 @@ impl CommandService {
                     return;
                 }
                 if current.is_none() {
-                    // A new experiment: load its models before taking the lock.
-                    let prospective = evolve(Experiment::default(), e);
-                    if let Err(err) = self.load_models(&prospective).await {
-                        tracing::error!(experiment = %id, error = %err, "experiment's models cannot be loaded");
-                        return;
-                    }
+                    // A new experiment: load its models before taking the lock (one that
+                    // cannot load becomes a failing stand-in, see make_live_existing).
+                    let _ = self.load_models(&evolve(Experiment::default(), e)).await;
                 }
                 let mut map = self.experiments.write().unwrap_or_else(|e| e.into_inner());
                 let current = map.get(&id).cloned();
@@ -146,7 +143,7 @@ impl CommandService {
                         },
                         None => return,
                     },
-                    None => match self.make_live(state) {
+                    None => match self.make_live_existing(state) {
                         Ok(l) => l,
                         Err(err) => {
                             tracing::error!(experiment = %id, error = %err, "experiment's models cannot be loaded");

@@ -2,7 +2,6 @@
 //! monitors report themselves down and stop the experiment on a later tick.
 
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use verdict_app::health::Health;
 use verdict_app::monitor::{Action, MonitorRunner, MONITOR_RUNNER};
@@ -10,56 +9,10 @@ use verdict_app::projector::Projections;
 use verdict_app::readmodel::ReadModel;
 use verdict_app::service::{CommandService, PredictRequest, SystemClock};
 use verdict_serve::Registry;
-use verdict_store::{
-    AppendResult, EventData, EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError,
-    Subscription,
-};
+use verdict_store::conformance::faulty::Faulty;
+use verdict_store::{EventStore, MemoryStore};
 
-/// Refuses appends to lifecycle streams while `refuse` is set.
-struct Flaky {
-    inner: MemoryStore,
-    refuse: AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl EventStore for Flaky {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<EventData>,
-    ) -> Result<AppendResult, StoreError> {
-        if stream.starts_with("experiment-") && self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected: disk full".into()));
-        }
-        self.inner.append(stream, expected, events).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from, max).await
-    }
-    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, max).await
-    }
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn subscribe(&self, from: u64) -> Result<Subscription, StoreError> {
-        self.inner.subscribe(from).await
-    }
-    async fn close(&self) -> Result<(), StoreError> {
-        self.inner.close().await
-    }
-}
-
-async fn project(store: &Flaky, projections: &Projections) {
+async fn project(store: &Faulty, projections: &Projections) {
     let events = store
         .read_all(projections.position() + 1, usize::MAX)
         .await
@@ -69,10 +22,7 @@ async fn project(store: &Flaky, projections: &Projections) {
 
 #[tokio::test]
 async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        refuse: AtomicBool::new(false),
-    });
+    let store = Arc::new(Faulty::new());
     let commands = Arc::new(
         CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
             .await
@@ -106,7 +56,7 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
         .with_health(health.clone());
 
     // The alert is raised (the traffic stream is fine), the stop is refused.
-    store.refuse.store(true, Ordering::SeqCst);
+    store.refuse_appends_to(Some("experiment-"));
     let actions = runner.tick().await;
     assert!(actions.iter().any(|a| matches!(
         a,
@@ -131,7 +81,7 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
     assert!(!health.is_up(MONITOR_RUNNER));
 
     // The store recovers: the next tick stops the experiment, caused by the same alert.
-    store.refuse.store(false, Ordering::SeqCst);
+    store.refuse_appends_to(None);
     let actions = runner.tick().await;
     let alert = projections.read().await.experiments["g"].alerts[0].alert_id;
     assert_eq!(

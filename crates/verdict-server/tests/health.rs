@@ -3,73 +3,12 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use verdict_app::projector::CheckpointPolicy;
 use verdict_server::{Server, ServerConfig};
-use verdict_store::{
-    AppendResult, EventData, EventStore, ExpectedVersion, MemoryStore, RecordedEvent, StoreError,
-    Subscription,
-};
-
-/// A store whose subscriptions can be made to fail, with a chosen identity.
-struct Flaky {
-    inner: MemoryStore,
-    fail_subscribe: AtomicBool,
-    identity: Option<String>,
-    /// What `health()` says: the write path's state (a log writer stopped by ENOSPC).
-    broken: std::sync::Mutex<Option<String>>,
-}
-
-#[async_trait::async_trait]
-impl EventStore for Flaky {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<EventData>,
-    ) -> Result<AppendResult, StoreError> {
-        self.inner.append(stream, expected, events).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from, max).await
-    }
-    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(from, max).await
-    }
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-    async fn head(&self) -> Result<u64, StoreError> {
-        self.inner.head().await
-    }
-    async fn subscribe(&self, from: u64) -> Result<Subscription, StoreError> {
-        if self.fail_subscribe.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
-                "injected: subscriptions fail".into(),
-            ));
-        }
-        self.inner.subscribe(from).await
-    }
-    async fn close(&self) -> Result<(), StoreError> {
-        self.inner.close().await
-    }
-    fn identity(&self) -> Option<String> {
-        self.identity.clone()
-    }
-    fn health(&self) -> Result<(), String> {
-        match self.broken.lock().unwrap().clone() {
-            Some(reason) => Err(reason),
-            None => Ok(()),
-        }
-    }
-}
+use verdict_store::conformance::faulty::Faulty;
+use verdict_store::EventStore;
 
 struct App {
     server: Server,
@@ -241,12 +180,8 @@ async fn a_failing_snapshot_write_turns_readyz_red_and_recovers_without_restart(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_subscription_turns_readyz_red_and_the_projector_resubscribes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        fail_subscribe: AtomicBool::new(true),
-        identity: None,
-        broken: Default::default(),
-    });
+    let store = Arc::new(Faulty::new());
+    store.fail_subscribe(true);
     let app = start(dir.path(), Some(store.clone())).await;
     let body = app
         .readyz_until("projector down", |s, b| {
@@ -266,20 +201,15 @@ async fn a_failing_subscription_turns_readyz_red_and_the_projector_resubscribes(
         .await;
     assert_eq!(body["projected"], 0, "{body}");
     assert!(body["lag"].as_u64().unwrap() >= last);
-    store.fail_subscribe.store(false, Ordering::SeqCst);
+    store.fail_subscribe(false);
     app.readyz_until("recovered", |s, _| s == StatusCode::OK)
         .await;
     assert_eq!(app.users("e", last).await, 4);
     app.server.shutdown().await.unwrap();
 }
 
-fn store_named(identity: &str) -> Arc<Flaky> {
-    Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        fail_subscribe: AtomicBool::new(false),
-        identity: Some(identity.into()),
-        broken: Default::default(),
-    })
+fn store_named(identity: &str) -> Arc<Faulty> {
+    Arc::new(Faulty::with_identity(identity))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,12 +267,7 @@ async fn a_snapshot_of_another_history_of_the_same_log_is_discarded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    let one: Arc<dyn EventStore> = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        fail_subscribe: AtomicBool::new(false),
-        identity: Some("log-one".into()),
-        broken: Default::default(),
-    });
+    let one: Arc<dyn EventStore> = store_named("log-one");
     let app = start(dir.path(), Some(one)).await;
     let last = app.experiment_with_conversions("e", 3).await;
     assert_eq!(app.users("e", last).await, 3);
@@ -353,12 +278,7 @@ async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
     assert_eq!(snapshot["store_identity"], "log-one");
 
     // Another log, longer than the snapshot: only its identity tells them apart.
-    let two = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        fail_subscribe: AtomicBool::new(false),
-        identity: Some("log-two".into()),
-        broken: Default::default(),
-    });
+    let two = store_named("log-two");
     let app = start(dir.path(), Some(two.clone())).await;
     let last = app.experiment_with_conversions("g", 4).await;
     assert!(last > snapshot["position"].as_u64().unwrap());
@@ -380,15 +300,10 @@ async fn a_snapshot_of_another_log_is_discarded_even_when_not_ahead() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_write_turns_readyz_red_until_it_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(),
-        fail_subscribe: AtomicBool::new(false),
-        identity: None,
-        broken: Default::default(),
-    });
+    let store = Arc::new(Faulty::new());
     let app = start(dir.path(), Some(store.clone())).await;
     app.readyz_until("ready", |s, _| s == StatusCode::OK).await;
-    *store.broken.lock().unwrap() = Some("writer stopped: No space left on device".into());
+    store.break_with(Some("writer stopped: No space left on device"));
     let body = app
         .readyz_until("store down", |s, b| {
             s == StatusCode::SERVICE_UNAVAILABLE && down(b) == ["store"]
@@ -398,7 +313,7 @@ async fn a_store_that_cannot_write_turns_readyz_red_until_it_recovers() {
         .as_str()
         .unwrap()
         .contains("No space"));
-    *store.broken.lock().unwrap() = None;
+    store.break_with(None);
     app.readyz_until("recovered", |s, _| s == StatusCode::OK)
         .await;
     app.server.shutdown().await.unwrap();

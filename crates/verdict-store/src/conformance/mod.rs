@@ -10,6 +10,7 @@
 //! verdict_store::conformance_tests!(my_backend_tests, MyFactory::new());
 //! ```
 
+pub mod faulty;
 pub mod model;
 
 use std::collections::HashSet;

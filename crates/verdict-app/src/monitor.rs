@@ -262,6 +262,10 @@ pub struct MonitorRunner {
     /// (experiment, monitor) raised or resolved by this runner but not yet projected,
     /// so a slow projection does not make it act twice.
     pending: std::sync::Mutex<HashSet<(String, &'static str, bool)>>,
+    /// Alerts whose raise had an unknown outcome (the store was unavailable), by
+    /// (experiment, monitor): the next attempt sends the same event with the same id, so
+    /// one that did land is not raised twice.
+    unsure: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (Uuid, Event)>>,
     health: Health,
 }
 
@@ -309,6 +313,7 @@ impl MonitorRunner {
             projections,
             clock,
             pending: std::sync::Mutex::new(HashSet::new()),
+            unsure: std::sync::Mutex::new(std::collections::HashMap::new()),
             health: Health::new(),
         }
     }
@@ -319,6 +324,13 @@ impl MonitorRunner {
         health.register(MONITOR_RUNNER);
         self.health = health;
         self
+    }
+
+    fn unsure_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, &'static str), (Uuid, Event)>>
+    {
+        self.unsure.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn forget_pending(&self, key: &(String, &'static str, bool)) {
@@ -370,6 +382,11 @@ impl MonitorRunner {
                             pending.insert(key_resolve);
                             todo.push((id.clone(), f, Some(a.alert_id), auto_stop));
                         }
+                        (false, None) => {
+                            // Quiet again before an unsure raise was settled: if it landed,
+                            // the projection will show it active and it resolves then.
+                            self.unsure_lock().remove(&(id.clone(), f.monitor));
+                        }
                         // A P1 still firing on a running experiment: its stop failed (or is
                         // not projected yet); stop again, an already stopped one is fine.
                         (true, Some(a)) if a.severity == "P1" && auto_stop => {
@@ -385,17 +402,29 @@ impl MonitorRunner {
         for (id, f, active, auto_stop) in todo {
             match active {
                 None => {
-                    let alert_id = Uuid::now_v7();
-                    let event = Event::AlertRaised(AlertRaised {
-                        alert_id,
-                        experiment_id: id.clone(),
-                        monitor: f.monitor.to_owned(),
-                        severity: f.severity.to_owned(),
-                        message: f.message.clone(),
-                        evidence: f.evidence.clone(),
+                    let key = (id.clone(), f.monitor);
+                    let earlier = self.unsure_lock().remove(&key);
+                    let (event_id, event) = earlier.unwrap_or_else(|| {
+                        let event = Event::AlertRaised(AlertRaised {
+                            alert_id: Uuid::now_v7(),
+                            experiment_id: id.clone(),
+                            monitor: f.monitor.to_owned(),
+                            severity: f.severity.to_owned(),
+                            message: f.message.clone(),
+                            evidence: f.evidence.clone(),
+                        });
+                        (Uuid::now_v7(), event)
                     });
-                    if let Err(e) = self.commands.append_event(event).await {
-                        // Not raised: forget it, so the next tick tries again.
+                    let Event::AlertRaised(raised) = &event else {
+                        unreachable!("only raises are kept")
+                    };
+                    let alert_id = raised.alert_id;
+                    if let Err(e) = self.commands.append_event_as(&event, event_id).await {
+                        // Not raised: forget it, so the next tick tries again; if it may
+                        // have landed, that try sends the same event.
+                        if matches!(e, AppError::Unavailable(_)) {
+                            self.unsure_lock().insert(key, (event_id, event));
+                        }
                         self.forget_pending(&(id.clone(), f.monitor, true));
                         failure = Some(format!("raising the {} alert of {id}: {e}", f.monitor));
                         continue;

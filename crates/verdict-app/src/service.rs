@@ -1033,6 +1033,19 @@ impl CommandService {
         Ok(r.last_position)
     }
 
+    /// [`Self::append_event`] with a chosen event id, so a caller that retries an append
+    /// whose outcome it does not know (`Unavailable`) sends the very same event again and
+    /// the store recognises it instead of storing it twice.
+    pub async fn append_event_as(&self, event: &Event, event_id: Uuid) -> Result<u64, AppError> {
+        let data = self.event_data(event, Some(event_id));
+        let r = self
+            .store
+            .append(&event.stream(), ExpectedVersion::Any, vec![data])
+            .await
+            .map_err(store_error)?;
+        Ok(r.last_position)
+    }
+
     /// Records many outcome events at once: one durable append per experiment. Returns
     /// one result per event, in order.
     pub async fn record_many(

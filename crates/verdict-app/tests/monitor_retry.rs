@@ -189,3 +189,64 @@ async fn futures_results(node: &CommandService) -> Vec<Result<String, String>> {
     }
     out
 }
+
+/// An alert whose append was stored but not acknowledged (unknown outcome) is retried as the
+/// same event, so it is raised once, not twice.
+#[tokio::test]
+async fn a_raise_with_a_lost_acknowledgement_is_not_raised_twice() {
+    let store = Arc::new(Faulty::new());
+    let commands = Arc::new(
+        CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
+            .await
+            .unwrap(),
+    );
+    commands
+        .create_experiment(
+            json!({
+                "experiment_id": "g",
+                "variants": [{"key": "control", "model": "builtin:a"}, {"key": "treatment", "model": "builtin-failing:b"}],
+                "monitors": {"min_sample": 20, "auto_stop": false}
+            }),
+            true,
+        )
+        .await
+        .unwrap();
+    for i in 0..200 {
+        let _ = commands
+            .predict(PredictRequest {
+                experiment_id: "g".into(),
+                user_id: format!("u{i}"),
+                attributes: Default::default(),
+                input: serde_json::Value::Null,
+            })
+            .await;
+    }
+    let projections = Projections::new(ReadModel::default(), None);
+    project(&store, &projections).await;
+    let runner = MonitorRunner::new(commands.clone(), projections.clone(), Arc::new(SystemClock));
+    let head = store.head().await.unwrap();
+    // Every append is stored but answered `Unavailable`.
+    store.lose_acks_to(Some(""));
+    let actions = runner.tick().await;
+    assert!(actions.is_empty(), "{actions:?}");
+    store.lose_acks_to(None);
+    // The projection has not seen it yet; the next tick tries again.
+    let actions = runner.tick().await;
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Raised {
+            monitor: "error_rate",
+            ..
+        }
+    )));
+    let raised: Vec<_> = store
+        .read_all(head + 1, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "AlertRaised")
+        .collect();
+    assert_eq!(raised.len(), 1, "the alert was stored twice");
+    project(&store, &projections).await;
+    assert_eq!(projections.read().await.experiments["g"].alerts.len(), 1);
+}

@@ -16,6 +16,7 @@ pub struct Faulty {
     inner: MemoryStore,
     fail_subscribe: AtomicBool,
     refuse_appends_to: Mutex<Option<String>>,
+    lose_acks_to: Mutex<Option<String>>,
     broken: Mutex<Option<String>>,
     identity: Option<String>,
 }
@@ -48,6 +49,12 @@ impl Faulty {
             .unwrap_or_else(|e| e.into_inner()) = prefix.map(str::to_owned);
     }
 
+    /// Appends to streams starting with `prefix` are stored but answered `Unavailable`
+    /// while set: the lost acknowledgement, an unknown outcome to the caller.
+    pub fn lose_acks_to(&self, prefix: Option<&str>) {
+        *self.lose_acks_to.lock().unwrap_or_else(|e| e.into_inner()) = prefix.map(str::to_owned);
+    }
+
     /// [`EventStore::health`] answers `Err(reason)` while set.
     pub fn break_with(&self, reason: Option<&str>) {
         *self.broken.lock().unwrap_or_else(|e| e.into_inner()) = reason.map(str::to_owned);
@@ -71,7 +78,19 @@ impl EventStore for Faulty {
         if refused {
             return Err(StoreError::Unavailable("injected: appends refused".into()));
         }
-        self.inner.append(stream, expected, events).await
+        let result = self.inner.append(stream, expected, events).await;
+        let lost = self
+            .lose_acks_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .is_some_and(|prefix| stream.starts_with(prefix));
+        if lost && result.is_ok() {
+            return Err(StoreError::Unavailable(
+                "injected: acknowledgement lost".into(),
+            ));
+        }
+        result
     }
 
     async fn read_stream(

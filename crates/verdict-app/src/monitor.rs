@@ -265,9 +265,12 @@ pub struct MonitorRunner {
     /// Alerts whose raise had an unknown outcome (the store was unavailable), by
     /// (experiment, monitor): the next attempt sends the same event with the same id, so
     /// one that did land is not raised twice.
-    unsure: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (Uuid, Event)>>,
+    unsure: std::sync::Mutex<Unsure>,
     health: Health,
 }
+
+/// Raises of unknown outcome: (experiment, monitor) -> the event id and event sent.
+type Unsure = std::collections::HashMap<(String, &'static str), (Uuid, Event)>;
 
 /// The component the monitor runner reports as.
 pub const MONITOR_RUNNER: &str = "monitors";
@@ -326,10 +329,7 @@ impl MonitorRunner {
         self
     }
 
-    fn unsure_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, &'static str), (Uuid, Event)>>
-    {
+    fn unsure_lock(&self) -> std::sync::MutexGuard<'_, Unsure> {
         self.unsure.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -14,18 +14,14 @@ use verdict_app::health::ComponentStatus;
 /// The component the store's write path reports as.
 pub const STORE: &str = "store";
 
-/// Every component's state: the registry's, plus the store's write path.
+/// Every component's state: the registry's, with the store's write path read now (and
+/// recorded in the registry, so its outages are counted like the others').
 pub fn components(state: &AppState) -> Vec<ComponentStatus> {
-    let mut all = state.health.components();
-    let store = state.store.health();
-    all.push(ComponentStatus {
-        name: STORE.to_owned(),
-        up: store.is_ok(),
-        error: store.err(),
-        failures: 0,
-    });
-    all.sort_by(|a, b| a.name.cmp(&b.name));
-    all
+    match state.store.health() {
+        Ok(()) => state.health.up(STORE),
+        Err(reason) => state.health.down(STORE, reason),
+    }
+    state.health.components()
 }
 
 /// `verdict_component_up{component=...}`: 1 up, 0 down.

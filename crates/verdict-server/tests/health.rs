@@ -314,7 +314,9 @@ async fn a_store_that_cannot_write_turns_readyz_red_until_it_recovers() {
         .unwrap()
         .contains("No space"));
     store.break_with(None);
-    app.readyz_until("recovered", |s, _| s == StatusCode::OK)
+    let body = app
+        .readyz_until("recovered", |s, _| s == StatusCode::OK)
         .await;
+    assert_eq!(body["components"]["store"]["failures"], 1, "{body}");
     app.server.shutdown().await.unwrap();
 }

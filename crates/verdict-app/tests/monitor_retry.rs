@@ -20,8 +20,11 @@ async fn project(store: &Faulty, projections: &Projections) {
     projections.apply(&events).await;
 }
 
-#[tokio::test]
-async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
+/// Experiment `g` whose treatment model always fails, with `monitors`, after 200
+/// predictions, projected.
+async fn failing_treatment(
+    monitors: serde_json::Value,
+) -> (Arc<Faulty>, Arc<CommandService>, Arc<Projections>) {
     let store = Arc::new(Faulty::new());
     let commands = Arc::new(
         CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
@@ -33,7 +36,7 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
             json!({
                 "experiment_id": "g",
                 "variants": [{"key": "control", "model": "builtin:a"}, {"key": "treatment", "model": "builtin-failing:b"}],
-                "monitors": {"min_sample": 20}
+                "monitors": monitors
             }),
             true,
         )
@@ -51,6 +54,12 @@ async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
     }
     let projections = Projections::new(ReadModel::default(), None);
     project(&store, &projections).await;
+    (store, commands, projections)
+}
+
+#[tokio::test]
+async fn a_failed_guardrail_stop_is_retried_while_the_alert_fires() {
+    let (store, commands, projections) = failing_treatment(json!({"min_sample": 20})).await;
     let health = Health::new();
     let runner = MonitorRunner::new(commands.clone(), projections.clone(), Arc::new(SystemClock))
         .with_health(health.clone());
@@ -194,35 +203,8 @@ async fn futures_results(node: &CommandService) -> Vec<Result<String, String>> {
 /// same event, so it is raised once, not twice.
 #[tokio::test]
 async fn a_raise_with_a_lost_acknowledgement_is_not_raised_twice() {
-    let store = Arc::new(Faulty::new());
-    let commands = Arc::new(
-        CommandService::open(store.clone(), Registry::default(), Arc::new(SystemClock))
-            .await
-            .unwrap(),
-    );
-    commands
-        .create_experiment(
-            json!({
-                "experiment_id": "g",
-                "variants": [{"key": "control", "model": "builtin:a"}, {"key": "treatment", "model": "builtin-failing:b"}],
-                "monitors": {"min_sample": 20, "auto_stop": false}
-            }),
-            true,
-        )
-        .await
-        .unwrap();
-    for i in 0..200 {
-        let _ = commands
-            .predict(PredictRequest {
-                experiment_id: "g".into(),
-                user_id: format!("u{i}"),
-                attributes: Default::default(),
-                input: serde_json::Value::Null,
-            })
-            .await;
-    }
-    let projections = Projections::new(ReadModel::default(), None);
-    project(&store, &projections).await;
+    let (store, commands, projections) =
+        failing_treatment(json!({"min_sample": 20, "auto_stop": false})).await;
     let runner = MonitorRunner::new(commands.clone(), projections.clone(), Arc::new(SystemClock));
     let head = store.head().await.unwrap();
     // Every append is stored but answered `Unavailable`.
